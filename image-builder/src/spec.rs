@@ -1,0 +1,274 @@
+//! The image spec (`configs/image.yaml`): one declarative file drives the whole build.
+//!
+//! Unknown keys and wrong types are errors that name the file and the line, because a typo in
+//! a spec must never silently build a different image.
+
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}:{line}: {message}")]
+    Invalid { file: PathBuf, line: usize, message: String },
+}
+
+/// A size in bytes, written in the spec as `2GiB`, `768M`, `64MiB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(text: &str) -> Option<Size> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KiB" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            _ => return None,
+        };
+        n.checked_mul(mult).map(Size)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(Size(n)),
+            Raw::Text(s) => Size::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size `{s}`: use a number of bytes or a number with K, M or G (KiB, MiB, GiB)"
+                ))
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % (1 << 30) == 0 {
+            write!(f, "{}GiB", self.0 >> 30)
+        } else if self.0 % (1 << 20) == 0 {
+            write!(f, "{}MiB", self.0 >> 20)
+        } else {
+            write!(f, "{}B", self.0)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Image name, used for output file names (`<name>.raw`, `<name>.qcow2`).
+    pub name: String,
+    /// Debian suite the base tree is built from, with the host's own apt sources.
+    pub suite: String,
+    /// Debian packages installed on top of the minbase variant.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    pub kernel: KernelSpec,
+    /// Folders of `overlays/`, layered over the base tree in this order.
+    #[serde(default)]
+    pub overlays: Vec<String>,
+    /// systemd units enabled in the image (by their [Install] sections).
+    #[serde(default)]
+    pub enable_units: Vec<String>,
+    pub disk: DiskSpec,
+    /// Seconds since the epoch written into every timestamp of the image.
+    pub source_date_epoch: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// The kernel package, e.g. `linux-image-cloud-amd64`.
+    pub package: String,
+    /// Modules kept in the root (with their dependencies); all others are pruned. When absent,
+    /// every module is kept.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
+    /// Modules `keel-init` loads from the initramfs, in this order (dependencies are added).
+    pub initramfs_modules: Vec<String>,
+    /// Extra kernel command-line arguments.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Size of the whole raw disk; STATE takes what the other partitions leave.
+    pub size: Size,
+    pub esp_size: Size,
+    /// Size of each root slot (ROOT-A, ROOT-B); the root filesystem is made this size.
+    pub root_size: Size,
+}
+
+impl Spec {
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { file: path.to_path_buf(), source })?;
+        Spec::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<Spec, SpecError> {
+        let invalid = |line: usize, message: String| SpecError::Invalid {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let spec: Spec = serde_yaml::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(1);
+            // serde_yaml appends " at line N column M"; the line is already in front.
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            invalid(line, msg)
+        })?;
+        let line_of = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+                .map_or(1, |i| i + 1)
+        };
+        let d = &spec.disk;
+        let fixed = d.esp_size.0 + 2 * d.root_size.0;
+        if d.size.0 < fixed + (64 << 20) {
+            return Err(invalid(
+                line_of("size"),
+                format!(
+                    "disk.size {} leaves no room for STATE (ESP {} + 2 root slots of {} + their verity need more)",
+                    d.size, d.esp_size, d.root_size
+                ),
+            ));
+        }
+        if d.root_size.0 % (1 << 20) != 0 || d.esp_size.0 % (1 << 20) != 0 {
+            return Err(invalid(
+                line_of("root_size"),
+                "disk.root_size and disk.esp_size must be whole MiB".into(),
+            ));
+        }
+        if spec.name.is_empty() || spec.name.contains('/') {
+            return Err(invalid(line_of("name"), format!("invalid image name `{}`", spec.name)));
+        }
+        Ok(spec)
+    }
+
+    /// Every package the base tree installs: the spec's list plus the kernel, sorted.
+    pub fn all_packages(&self) -> Vec<String> {
+        let mut all = self.packages.clone();
+        all.push(self.kernel.package.clone());
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Derives the fixed identifiers of a build (UUIDs, salts, volume ids) from the spec text, so
+/// that the same spec gives the same bytes while two different specs never share them.
+#[derive(Debug, Clone)]
+pub struct Seed([u8; 32]);
+
+impl Seed {
+    pub fn from_spec_text(text: &str) -> Seed {
+        Seed(Sha256::digest(text.as_bytes()).into())
+    }
+
+    pub fn bytes(&self, purpose: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(purpose.as_bytes());
+        h.finalize().into()
+    }
+
+    /// A version-4-shaped UUID for `purpose`.
+    pub fn uuid(&self, purpose: &str) -> Uuid {
+        let b = self.bytes(purpose);
+        let mut u = [0u8; 16];
+        u.copy_from_slice(&b[..16]);
+        uuid::Builder::from_random_bytes(u).into_uuid()
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: keel
+suite: bookworm
+packages: [systemd]
+kernel:
+  package: linux-image-cloud-amd64
+  initramfs_modules: [dm-verity]
+disk:
+  size: 2GiB
+  esp_size: 64MiB
+  root_size: 768MiB
+source_date_epoch: 1700000000
+";
+
+    #[test]
+    fn parses_a_good_spec() {
+        let s = Spec::parse(GOOD, Path::new("image.yaml")).unwrap();
+        assert_eq!(s.disk.size, Size(2 << 30));
+        assert_eq!(s.all_packages(), vec!["linux-image-cloud-amd64", "systemd"]);
+        assert!(s.kernel.modules.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let text = GOOD.replace("  esp_size: 64MiB\n", "  esp_size: 64MiB\n  esp_sise: 1\n");
+        let err = Spec::parse(&text, Path::new("configs/image.yaml")).unwrap_err().to_string();
+        assert!(err.starts_with("configs/image.yaml:11:"), "{err}");
+        assert!(err.contains("unknown field `esp_sise`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let text = GOOD.replace("packages: [systemd]", "packages: systemd");
+        let err = Spec::parse(&text, Path::new("s.yaml")).unwrap_err().to_string();
+        assert!(err.starts_with("s.yaml:3:"), "{err}");
+        let text = GOOD.replace("size: 2GiB", "size: lots");
+        let err = Spec::parse(&text, Path::new("s.yaml")).unwrap_err().to_string();
+        assert!(err.starts_with("s.yaml:8:") && err.contains("invalid size `lots`"), "{err}");
+    }
+
+    #[test]
+    fn too_small_disk_is_refused() {
+        let text = GOOD.replace("size: 2GiB", "size: 1GiB");
+        let err = Spec::parse(&text, Path::new("s.yaml")).unwrap_err().to_string();
+        assert!(err.contains("leaves no room for STATE"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(Size::parse("64M"), Some(Size(64 << 20)));
+        assert_eq!(Size::parse("1G"), Some(Size(1 << 30)));
+        assert_eq!(Size::parse("4096"), Some(Size(4096)));
+        assert_eq!(Size::parse("3X"), None);
+    }
+
+    #[test]
+    fn seeds_are_stable_and_distinct() {
+        let a = Seed::from_spec_text("a");
+        assert_eq!(a.uuid("disk"), Seed::from_spec_text("a").uuid("disk"));
+        assert_ne!(a.uuid("disk"), a.uuid("esp"));
+        assert_ne!(a.uuid("disk"), Seed::from_spec_text("b").uuid("disk"));
+    }
+}

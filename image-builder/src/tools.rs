@@ -1,0 +1,122 @@
+//! Host tools the build runs, the Debian package each comes from, and one place that runs them
+//! so that every failure reports the command and what it printed.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("`{tool}` is not installed: apt-get install {package}")]
+    Missing { tool: String, package: &'static str },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed { command: String, status: String, stderr: String },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn { command: String, source: std::io::Error },
+}
+
+/// Every host program or file the build needs, with its Debian package.
+pub const BUILD_TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
+    ("dumpe2fs", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
+    ("mtype", "mtools"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("mmd", "mtools"),
+    ("qemu-img", "qemu-utils"),
+    ("tar", "tar"),
+    ("chroot", "coreutils"),
+];
+
+/// The Debian package that provides `tool`, when the build knows it.
+pub fn package_of(tool: &str) -> Option<&'static str> {
+    BUILD_TOOLS.iter().find(|(t, _)| *t == tool).map(|(_, p)| *p)
+}
+
+/// Finds `tool` on PATH (or, for an absolute path, checks it exists).
+pub fn find(tool: &str) -> Option<PathBuf> {
+    let p = Path::new(tool);
+    if p.is_absolute() {
+        return p.exists().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|c| c.is_file())
+}
+
+/// Checks every build tool up front, so a missing one fails the build before any work.
+pub fn check_all() -> Result<(), ToolError> {
+    for (tool, package) in BUILD_TOOLS {
+        if find(tool).is_none() {
+            return Err(ToolError::Missing { tool: tool.to_string(), package });
+        }
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion; a non-zero exit becomes an error carrying its stderr.
+pub fn run(cmd: &mut Command) -> Result<String, ToolError> {
+    let command = describe(cmd);
+    tracing::debug!("running {command}");
+    let out = cmd.output().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            let tool = cmd.get_program().to_string_lossy().into_owned();
+            if let Some(package) = package_of(&tool) {
+                return ToolError::Missing { tool, package };
+            }
+        }
+        ToolError::Spawn { command: command.clone(), source }
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(ToolError::Failed { command, status: out.status.to_string(), stderr: tail.join("\n") });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `Command::new(program)` with `args`, for the common case.
+pub fn command<I, S>(program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let err = run(&mut Command::new("mkfs.vfat-not-here")).unwrap_err();
+        assert!(matches!(err, ToolError::Spawn { .. }));
+        let err = ToolError::Missing { tool: "mcopy".into(), package: package_of("mcopy").unwrap() };
+        assert_eq!(err.to_string(), "`mcopy` is not installed: apt-get install mtools");
+    }
+
+    #[test]
+    fn failures_carry_stderr() {
+        let err = run(&mut command("sh", ["-c", "echo boom >&2; exit 3"])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("boom") && text.contains("exit status: 3"), "{text}");
+    }
+}

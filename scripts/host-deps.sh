@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Keel's build and tests need, and only those that are missing.
+set -euo pipefail
+packages=(
+  qemu-system-x86 qemu-utils ovmf          # booting images
+  mmdebstrap                               # the base tree
+  e2fsprogs dosfstools mtools              # root filesystem, ESP
+  cryptsetup-bin                           # veritysetup: the verity test compares against it
+  systemd-boot-efi                         # bootloader (the image also carries its own copy)
+  fdisk cpio                               # sfdisk and cpio: tests read back GPT and initramfs
+  openssh-client                           # logging in to test VMs
+  protobuf-compiler                        # etcd-client's build script
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
