@@ -74,7 +74,9 @@ mod uuid_as_text {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("disk size {size} bytes for {path} is not a multiple of the {SECTOR_SIZE}-byte sector")]
+    #[error(
+        "disk size {size} bytes for {path} is not a multiple of the {SECTOR_SIZE}-byte sector"
+    )]
     UnalignedDiskSize { path: PathBuf, size: u64 },
     #[error("partition {label:?} is {units} UTF-16 units long; a GPT name holds at most 36")]
     LabelTooLong { label: String, units: usize },
@@ -158,10 +160,11 @@ pub fn write_disk(
             path: path.to_owned(),
             source,
         })?;
-    file.set_len(disk_size).map_err(|source| DiskError::Create {
-        path: path.to_owned(),
-        source,
-    })?;
+    file.set_len(disk_size)
+        .map_err(|source| DiskError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
 
     for ((spec, placed), contents_size) in parts.iter().zip(&placed).zip(contents_sizes) {
         if let Some(contents) = &spec.contents {

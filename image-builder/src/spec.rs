@@ -235,7 +235,7 @@ source_date_epoch: 1700000000
     fn unknown_key_names_file_and_line() {
         let text = GOOD.replace("  esp_size: 64MiB\n", "  esp_size: 64MiB\n  esp_sise: 1\n");
         let err = Spec::parse(&text, Path::new("configs/image.yaml")).unwrap_err().to_string();
-        assert!(err.starts_with("configs/image.yaml:11:"), "{err}");
+        assert!(err.starts_with("configs/image.yaml:10:"), "{err}");
         assert!(err.contains("unknown field `esp_sise`"), "{err}");
     }
 

@@ -116,9 +116,15 @@ fn read_partitions_returns_what_write_disk_placed() {
     let root = find_partition(&image, layout::LABEL_ROOT_A).unwrap();
     assert_eq!(root, placed[1]);
     let err = find_partition(&image, "NOPE").unwrap_err();
-    assert!(matches!(err, DiskError::PartitionNotFound { .. }), "{err:?}");
+    assert!(
+        matches!(err, DiskError::PartitionNotFound { .. }),
+        "{err:?}"
+    );
     let message = err.to_string();
-    assert!(message.contains("NOPE") && message.contains("ROOT-A-VERITY"), "{message}");
+    assert!(
+        message.contains("NOPE") && message.contains("ROOT-A-VERITY"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -210,8 +216,20 @@ fn same_arguments_give_identical_files() {
     write_contents(&contents);
     let first = dir.path().join("first.raw");
     let second = dir.path().join("second.raw");
-    write_disk(&first, DISK_GUID, DISK_SIZE, &keel_layout(Some(contents.clone()))).unwrap();
-    write_disk(&second, DISK_GUID, DISK_SIZE, &keel_layout(Some(contents.clone()))).unwrap();
+    write_disk(
+        &first,
+        DISK_GUID,
+        DISK_SIZE,
+        &keel_layout(Some(contents.clone())),
+    )
+    .unwrap();
+    write_disk(
+        &second,
+        DISK_GUID,
+        DISK_SIZE,
+        &keel_layout(Some(contents.clone())),
+    )
+    .unwrap();
     assert_eq!(sha256_of(&first), sha256_of(&second));
 
     // Writing over an existing image gives the same bytes too (the file is truncated first).
@@ -250,10 +268,16 @@ fn error_when_partitions_do_not_fit() {
     // 53 MiB of fixed partitions start at 1 MiB; on a 54 MiB disk the backup GPT leaves no room
     // for a MiB of STATE.
     let err = write_disk(&image, DISK_GUID, 54 * MIB, &keel_layout(None)).unwrap_err();
-    assert!(matches!(err, DiskError::DoesNotFit { ref label, .. } if label == "STATE"), "{err}");
+    assert!(
+        matches!(err, DiskError::DoesNotFit { ref label, .. } if label == "STATE"),
+        "{err}"
+    );
 
     let err = write_disk(&image, DISK_GUID, 40 * MIB, &keel_layout(None)).unwrap_err();
-    assert!(matches!(err, DiskError::DoesNotFit { ref label, .. } if label == "ROOT-B"), "{err}");
+    assert!(
+        matches!(err, DiskError::DoesNotFit { ref label, .. } if label == "ROOT-B"),
+        "{err}"
+    );
     assert!(err.to_string().contains("ROOT-B"), "{err}");
 
     // A fixed-size last partition that runs into the backup GPT.
@@ -291,7 +315,10 @@ fn error_on_bad_specs() {
     let mut parts = keel_layout(None);
     parts[1].size_bytes = 0;
     let err = write_disk(&image, DISK_GUID, DISK_SIZE, &parts).unwrap_err();
-    assert!(matches!(err, DiskError::FillNotLast { ref label } if label == "ROOT-A"), "{err}");
+    assert!(
+        matches!(err, DiskError::FillNotLast { ref label } if label == "ROOT-A"),
+        "{err}"
+    );
 
     let mut parts = keel_layout(None);
     parts[0].label = "X".repeat(37);

@@ -77,7 +77,11 @@ fn kvm_works() -> Result<bool, VmError> {
         .ok()
         .and_then(|text| parse_cache(&text, &release))
     {
-        tracing::info!(kvm_works = verdict, cache = PROBE_CACHE, "KVM probe verdict from cache");
+        tracing::info!(
+            kvm_works = verdict,
+            cache = PROBE_CACHE,
+            "KVM probe verdict from cache"
+        );
         return Ok(verdict);
     }
     let verdict = probe()?;

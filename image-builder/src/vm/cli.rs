@@ -107,7 +107,34 @@ pub fn run_cli(args: &VmArgs) -> Result<(), VmError> {
         vm.accel(),
         vm.serial_log_path().display()
     );
-    vm.wait_for_ssh(Duration::from_secs(args.boot_timeout))?;
+    // In short rounds, so that Ctrl-C during a slow TCG boot is noticed promptly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.boot_timeout);
+    loop {
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        match vm.wait_for_ssh(Duration::from_secs(5)) {
+            _ if interrupted => {
+                println!("interrupted; stopping the VM");
+                vm.shutdown();
+                return Ok(());
+            }
+            Ok(()) => break,
+            Err(VmError::Timeout { .. }) if std::time::Instant::now() < deadline => {}
+            Err(VmError::Timeout { serial_tail, .. }) => {
+                return Err(VmError::Timeout {
+                    what: format!("SSH on 127.0.0.1:{}", vm.ssh_port()),
+                    waited: Duration::from_secs(args.boot_timeout),
+                    serial_tail,
+                })
+            }
+            // QEMU shares the terminal's process group, so Ctrl-C may have ended it first.
+            Err(_) if INTERRUPTED.load(Ordering::SeqCst) => {
+                println!("interrupted; stopping the VM");
+                vm.shutdown();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let ssh_up = vm.started_at().elapsed();
 
     if args.show {
@@ -116,7 +143,10 @@ pub fn run_cli(args: &VmArgs) -> Result<(), VmError> {
         return Ok(());
     }
 
-    println!("the VM answers on SSH; log in with:\n\n    {}\n", vm.ssh_login_line());
+    println!(
+        "the VM answers on SSH; log in with:\n\n    {}\n",
+        vm.ssh_login_line()
+    );
     println!("press Ctrl-C to stop it");
     while !INTERRUPTED.load(Ordering::SeqCst) && vm.is_running() {
         std::thread::sleep(Duration::from_millis(200));

@@ -315,7 +315,8 @@ impl Vm {
                 waited: timeout,
                 serial_tail: self.serial_tail(),
             }),
-            Err(WaitFailure::Closed) => Err(self.exited_error(&format!("waiting for {}", what()))
+            Err(WaitFailure::Closed) => Err(self
+                .exited_error(&format!("waiting for {}", what()))
                 .unwrap_or_else(|| VmError::QemuExited {
                     status: "closed its console".into(),
                     during: what(),
@@ -340,7 +341,10 @@ impl Vm {
             };
             if Instant::now() + Duration::from_secs(1) >= deadline {
                 return Err(VmError::Timeout {
-                    what: format!("SSH on 127.0.0.1:{} (last ssh error: {last_error})", self.ssh_port),
+                    what: format!(
+                        "SSH on 127.0.0.1:{} (last ssh error: {last_error})",
+                        self.ssh_port
+                    ),
                     waited: timeout,
                     serial_tail: self.serial_tail(),
                 });

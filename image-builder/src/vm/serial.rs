@@ -174,8 +174,47 @@ impl LineSplitter {
 
     fn decode(bytes: &[u8]) -> String {
         let text = String::from_utf8_lossy(bytes);
-        text.trim_end_matches('\r').replace('\r', "")
+        strip_escapes(&text).replace('\r', "")
     }
+}
+
+/// Removes terminal escape sequences. systemd colours the unit name inside its status lines
+/// ("Reached target ESC[0;1;39mmulti-user.target ESC[0m"), and the firmware clears the screen,
+/// so without this a plain substring would not match what a person reads on the console.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            // CSI: parameters and intermediates, then one final byte in @..~.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ESC \.
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\x07' {
+                        break;
+                    }
+                    if c == '\x1b' {
+                        chars.next_if_eq(&'\\');
+                        break;
+                    }
+                }
+            }
+            // Two-byte sequences (ESC c, ESC 7, charset selections' first byte).
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Body of the reader thread: reads until EOF, timestamps each line, mirrors it to `log`.
@@ -227,6 +266,21 @@ mod tests {
         s.feed(b"rting\r\n\xffok\r\nlogin: ", |l| out.push(l));
         s.finish(|l| out.push(l));
         assert_eq!(out, vec!["keel-init: starting", "\u{fffd}ok", "login: "]);
+    }
+
+    #[test]
+    fn escape_sequences_are_stripped() {
+        assert_eq!(
+            strip_escapes(
+                "[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m - Multi-User System."
+            ),
+            "[  OK  ] Reached target multi-user.target - Multi-User System."
+        );
+        assert_eq!(
+            strip_escapes("\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: x\x1b]0;title\x07!"),
+            "BdsDxe: x!"
+        );
+        assert_eq!(strip_escapes("cut off \x1b[0;1"), "cut off ");
     }
 
     #[test]
@@ -308,7 +362,12 @@ mod tests {
         let path = dir.join("serial.log");
         let buf = SerialBuffer::new();
         let src: &[u8] = b"a\r\nb\nc";
-        pump(src, &buf, Instant::now(), Some(File::create(&path).unwrap()));
+        pump(
+            src,
+            &buf,
+            Instant::now(),
+            Some(File::create(&path).unwrap()),
+        );
         let texts: Vec<_> = buf.lines().into_iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["a", "b", "c"]);
         assert!(buf.is_closed());

@@ -5,7 +5,9 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CmdlineError {
-    #[error("no {ROOTHASH_ARG}= on the kernel command line; cannot tell which root image to trust")]
+    #[error(
+        "no {ROOTHASH_ARG}= on the kernel command line; cannot tell which root image to trust"
+    )]
     MissingRootHash,
     #[error("{ROOTHASH_ARG}={0} is not 64 hex digits (a sha256 root hash)")]
     BadRootHash(String),
@@ -35,7 +37,10 @@ impl BootArgs {
         let text = root_hash_text.ok_or(CmdlineError::MissingRootHash)?;
         let root_hash =
             parse_root_hash(text).ok_or_else(|| CmdlineError::BadRootHash(text.to_string()))?;
-        Ok(BootArgs { root_hash, first_boot_forced })
+        Ok(BootArgs {
+            root_hash,
+            first_boot_forced,
+        })
     }
 
     /// The root hash as lowercase hex, as dm-verity takes it.
@@ -82,7 +87,10 @@ mod tests {
 
     #[test]
     fn missing_roothash_is_an_error() {
-        assert_eq!(BootArgs::parse("console=ttyS0 quiet"), Err(CmdlineError::MissingRootHash));
+        assert_eq!(
+            BootArgs::parse("console=ttyS0 quiet"),
+            Err(CmdlineError::MissingRootHash)
+        );
         // A key that merely starts with the name does not count.
         assert_eq!(
             BootArgs::parse(&format!("roothashx={HASH}")),

@@ -8,7 +8,10 @@ pub const PREFIX: &str = "keel-init: ";
 /// Seconds since boot, from the clock the kernel log uses, so lines can be lined up with
 /// kernel messages. Needs no /proc, which moves around during boot.
 fn seconds_since_boot() -> Option<f64> {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     let ret = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
     (ret == 0).then(|| now.tv_sec as f64 + now.tv_nsec as f64 / 1e9)
@@ -44,7 +47,13 @@ pub fn ensure_console() {
         return;
     }
     let _ = std::fs::create_dir_all("/dev");
-    let _ = crate::init::mounts::mount_if_unmounted("devtmpfs", "/dev", "devtmpfs", 0, Some("mode=0755"));
+    let _ = crate::init::mounts::mount_if_unmounted(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        0,
+        Some("mode=0755"),
+    );
     // SAFETY: plain open/dup2 on C strings we own.
     unsafe {
         let fd = libc::open(c"/dev/console".as_ptr(), libc::O_RDWR | libc::O_NOCTTY);

@@ -35,7 +35,10 @@ pub fn copy_tree(source: &Path, target: &Path) -> Result<CopySummary, CopyError>
 }
 
 fn err(path: &Path, source: io::Error) -> CopyError {
-    CopyError { path: path.to_owned(), source }
+    CopyError {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 #[derive(Default)]
@@ -146,8 +149,9 @@ mod tests {
         fs::create_dir(&dst).unwrap();
 
         fs::write(src.join("lib/app/data"), b"hello").unwrap();
-        fs::set_permissions(src.join("lib/app/data"), fs::Permissions::from_mode(0o4750)).unwrap();
+        // chown clears setuid, so the source gets its owner first.
         sys::lchown(&src.join("lib/app/data"), 1234, 5678).unwrap();
+        fs::set_permissions(src.join("lib/app/data"), fs::Permissions::from_mode(0o4750)).unwrap();
         fs::hard_link(src.join("lib/app/data"), src.join("lib/app/data-link")).unwrap();
         fs::create_dir(src.join("tmp")).unwrap();
         fs::set_permissions(src.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
@@ -161,20 +165,32 @@ mod tests {
         set_mtime(&src, 1_300_000_000, 9);
 
         let summary = copy_tree(&src, &dst).unwrap();
-        assert_eq!(summary.bytes, 5, "the hard link is linked, not copied again");
+        assert_eq!(
+            summary.bytes, 5,
+            "the hard link is linked, not copied again"
+        );
 
         let data = fs::symlink_metadata(dst.join("lib/app/data")).unwrap();
         assert_eq!(fs::read(dst.join("lib/app/data")).unwrap(), b"hello");
         assert_eq!(data.mode() & 0o7777, 0o4750, "setuid survives the chown");
         assert_eq!((data.uid(), data.gid()), (1234, 5678));
-        assert_eq!((data.mtime(), data.mtime_nsec()), (1_000_000_000, 123_456_789));
+        assert_eq!(
+            (data.mtime(), data.mtime_nsec()),
+            (1_000_000_000, 123_456_789)
+        );
         let link = fs::symlink_metadata(dst.join("lib/app/data-link")).unwrap();
         assert_eq!(link.ino(), data.ino());
 
-        assert_eq!(fs::symlink_metadata(dst.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            fs::symlink_metadata(dst.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
         let lock = fs::symlink_metadata(dst.join("lock")).unwrap();
         assert!(lock.file_type().is_symlink());
-        assert_eq!(fs::read_link(dst.join("lock")).unwrap(), Path::new("../run/lock"));
+        assert_eq!(
+            fs::read_link(dst.join("lock")).unwrap(),
+            Path::new("../run/lock")
+        );
         assert_eq!((lock.uid(), lock.gid()), (42, 43));
         assert_eq!((lock.mtime(), lock.mtime_nsec()), (1_100_000_000, 5));
         assert_eq!(

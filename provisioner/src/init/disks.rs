@@ -13,14 +13,22 @@ const IGNORED_DISK_PREFIXES: [&str; 6] = ["loop", "ram", "dm-", "sr", "zram", "m
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("reading the GPT of {disk}: {source}")]
-    Gpt { disk: PathBuf, source: gpt::GptError },
+    Gpt {
+        disk: PathBuf,
+        source: gpt::GptError,
+    },
     #[error("{disk} holds ROOT (PARTUUID {root}) but no STATE partition (type {VAR_TYPE})")]
     NoState { disk: PathBuf, root: Uuid },
     #[error(
         "no disk holds partitions with PARTUUID {root} (root) and {verity} (verity) after \
          {waited_secs} s; disks seen: {seen}"
     )]
-    NotFound { root: Uuid, verity: Uuid, waited_secs: u64, seen: String },
+    NotFound {
+        root: Uuid,
+        verity: Uuid,
+        waited_secs: u64,
+        seen: String,
+    },
 }
 
 /// One GPT partition, by number (1-based, as the kernel names it).
@@ -46,8 +54,13 @@ pub struct KeelPartitions {
 impl KeelPartitions {
     /// The device node of one of the partitions, e.g. `/dev/vda2`.
     pub fn device(&self, partition: &PartitionRef) -> PathBuf {
-        let disk_name = self.disk.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        self.disk.with_file_name(partition_device_name(&disk_name, partition.number))
+        let disk_name = self
+            .disk
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        self.disk
+            .with_file_name(partition_device_name(&disk_name, partition.number))
     }
 }
 
@@ -83,34 +96,54 @@ pub fn find_keel_partitions(
         .writable(false)
         .logical_block_size(gpt_block_size(block_size))
         .open(disk)
-        .map_err(|source| DiskError::Gpt { disk: disk.to_owned(), source })?;
+        .map_err(|source| DiskError::Gpt {
+            disk: disk.to_owned(),
+            source,
+        })?;
     let find = |pred: &dyn Fn(&gpt::partition::Partition) -> bool| {
-        table.partitions().iter().find(|(_, p)| p.is_used() && pred(p)).map(|(&number, p)| {
-            PartitionRef {
+        table
+            .partitions()
+            .iter()
+            .find(|(_, p)| p.is_used() && pred(p))
+            .map(|(&number, p)| PartitionRef {
                 number,
                 label: p.name.clone(),
                 first_lba: p.first_lba,
                 last_lba: p.last_lba,
-            }
-        })
+            })
     };
-    let (Some(root), Some(verity)) =
-        (find(&|p| p.part_guid == root_uuid), find(&|p| p.part_guid == verity_uuid))
-    else {
+    let (Some(root), Some(verity)) = (
+        find(&|p| p.part_guid == root_uuid),
+        find(&|p| p.part_guid == verity_uuid),
+    ) else {
         return Ok(None);
     };
-    let state = find(&|p| p.part_type_guid.guid == VAR_TYPE)
-        .ok_or(DiskError::NoState { disk: disk.to_owned(), root: root_uuid })?;
-    Ok(Some(KeelPartitions { disk: disk.to_owned(), block_size, root, verity, state }))
+    let state = find(&|p| p.part_type_guid.guid == VAR_TYPE).ok_or(DiskError::NoState {
+        disk: disk.to_owned(),
+        root: root_uuid,
+    })?;
+    Ok(Some(KeelPartitions {
+        disk: disk.to_owned(),
+        block_size,
+        root,
+        verity,
+        state,
+    }))
 }
 
 /// Whole disks the kernel knows, by name (`vda`, `nvme0n1`), from a /sys/block directory.
 pub fn whole_disks(sys_block: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(sys_block) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(sys_block) else {
+        return Vec::new();
+    };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !IGNORED_DISK_PREFIXES.iter().any(|prefix| name.starts_with(prefix)))
+        .filter(|name| {
+            !IGNORED_DISK_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
         .collect();
     names.sort();
     names
@@ -151,7 +184,10 @@ pub fn wait_for_keel_partitions(
         for name in whole_disks(sys_block) {
             let node = dev.join(&name);
             if !node.exists() {
-                sightings.push(DiskSighting { name, note: "no device node yet".into() });
+                sightings.push(DiskSighting {
+                    name,
+                    note: "no device node yet".into(),
+                });
                 continue;
             }
             let block_size = logical_block_size(sys_block, &name);
@@ -163,12 +199,19 @@ pub fn wait_for_keel_partitions(
                     if nodes_ready {
                         return Ok(found);
                     }
-                    sightings.push(DiskSighting { name, note: "partition nodes pending".into() });
+                    sightings.push(DiskSighting {
+                        name,
+                        note: "partition nodes pending".into(),
+                    });
                 }
-                Ok(None) => sightings.push(DiskSighting { name, note: "no match".into() }),
-                Err(DiskError::Gpt { source, .. }) => {
-                    sightings.push(DiskSighting { name, note: format!("no GPT: {source}") })
-                }
+                Ok(None) => sightings.push(DiskSighting {
+                    name,
+                    note: "no match".into(),
+                }),
+                Err(DiskError::Gpt { source, .. }) => sightings.push(DiskSighting {
+                    name,
+                    note: format!("no GPT: {source}"),
+                }),
                 Err(other) => return Err(other),
             }
         }
@@ -176,7 +219,11 @@ pub fn wait_for_keel_partitions(
             let seen = if sightings.is_empty() {
                 "none".to_string()
             } else {
-                sightings.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                sightings
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             return Err(DiskError::NotFound {
                 root: root_uuid,
@@ -214,14 +261,28 @@ pub(crate) mod tests {
             }
         };
         let mut parts = BTreeMap::new();
-        parts.insert(1, part(1, 2, keel_image::layout::ESP_TYPE, Uuid::from_u128(1), "EFI-SYSTEM"));
+        parts.insert(
+            1,
+            part(
+                1,
+                2,
+                keel_image::layout::ESP_TYPE,
+                Uuid::from_u128(1),
+                "EFI-SYSTEM",
+            ),
+        );
         parts.insert(2, part(3, 4, ROOT_X86_64_TYPE, root, "ROOT-A"));
-        parts.insert(3, part(7, 1, ROOT_VERITY_X86_64_TYPE, verity, "ROOT-A-VERITY"));
+        parts.insert(
+            3,
+            part(7, 1, ROOT_VERITY_X86_64_TYPE, verity, "ROOT-A-VERITY"),
+        );
         parts.insert(4, part(8, 2, VAR_TYPE, Uuid::from_u128(4), "STATE"));
         disk.update_partitions(parts).unwrap();
         let mut device = disk.write().unwrap();
         let sectors = u32::try_from(size / 512 - 1).unwrap();
-        gpt::mbr::ProtectiveMBR::with_lb_size(sectors).overwrite_lba0(&mut device).unwrap();
+        gpt::mbr::ProtectiveMBR::with_lb_size(sectors)
+            .overwrite_lba0(&mut device)
+            .unwrap();
     }
 
     #[test]
@@ -239,7 +300,9 @@ pub(crate) mod tests {
         let (root, verity) = (Uuid::from_u128(0xaa), Uuid::from_u128(0xbb));
         write_test_disk(&image, 12 << 20, root, verity);
 
-        let found = find_keel_partitions(&image, 512, root, verity).unwrap().unwrap();
+        let found = find_keel_partitions(&image, 512, root, verity)
+            .unwrap()
+            .unwrap();
         assert_eq!(found.root.number, 2);
         assert_eq!(found.root.label, "ROOT-A");
         assert_eq!(found.verity.number, 3);
@@ -254,9 +317,13 @@ pub(crate) mod tests {
     fn other_root_hash_does_not_match() {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("disk.raw");
-        write_test_disk(&image, 12 << 20, Uuid::from_u128(0xaa), Uuid::from_u128(0xbb));
-        let found =
-            find_keel_partitions(&image, 512, Uuid::from_u128(0xaa), Uuid::from_u128(0xcc));
+        write_test_disk(
+            &image,
+            12 << 20,
+            Uuid::from_u128(0xaa),
+            Uuid::from_u128(0xbb),
+        );
+        let found = find_keel_partitions(&image, 512, Uuid::from_u128(0xaa), Uuid::from_u128(0xcc));
         assert!(found.unwrap().is_none());
     }
 
@@ -286,7 +353,10 @@ pub(crate) mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("00000000-0000-0000-0000-0000000000aa"), "{err}");
+        assert!(
+            err.contains("00000000-0000-0000-0000-0000000000aa"),
+            "{err}"
+        );
         assert!(err.contains("vda (no device node yet)"), "{err}");
     }
 }

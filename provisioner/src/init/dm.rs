@@ -56,7 +56,11 @@ pub enum DmError {
     #[error("opening {CONTROL_PATH}: {0}")]
     Control(io::Error),
     #[error("{call} for {name}: {source}")]
-    Ioctl { call: &'static str, name: String, source: io::Error },
+    Ioctl {
+        call: &'static str,
+        name: String,
+        source: io::Error,
+    },
     #[error("device node {0} did not appear")]
     NoNode(PathBuf),
 }
@@ -73,7 +77,10 @@ pub struct DmTarget {
 /// The ioctl request number: _IOWR(0xfd, nr, struct dm_ioctl).
 pub fn ioctl_request(nr: u8) -> libc::c_ulong {
     const IOC_READ_WRITE: libc::c_ulong = 3;
-    (IOC_READ_WRITE << 30) | ((DM_IOCTL_SIZE as libc::c_ulong) << 16) | (0xfd << 8) | nr as libc::c_ulong
+    (IOC_READ_WRITE << 30)
+        | ((DM_IOCTL_SIZE as libc::c_ulong) << 16)
+        | (0xfd << 8)
+        | nr as libc::c_ulong
 }
 
 fn put_u32(buf: &mut [u8], offset: usize, value: u32) {
@@ -153,16 +160,25 @@ impl Control {
             let dev = libc::makedev(CONTROL_MAJOR, CONTROL_MINOR);
             super::sys::mknod(path, libc::S_IFCHR | 0o600, dev).map_err(DmError::Control)?;
         }
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(DmError::Control)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(DmError::Control)?;
         Ok(Control { file })
     }
 
     fn call(&self, nr: u8, call: &'static str, name: &str, buf: &mut [u8]) -> Result<(), DmError> {
         // SAFETY: buf is a dm_ioctl header followed by data_size - 312 bytes we own; the
         // kernel reads and writes only within data_size.
-        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), ioctl_request(nr), buf.as_mut_ptr()) };
+        let ret =
+            unsafe { libc::ioctl(self.file.as_raw_fd(), ioctl_request(nr), buf.as_mut_ptr()) };
         if ret == -1 {
-            return Err(DmError::Ioctl { call, name: name.into(), source: io::Error::last_os_error() });
+            return Err(DmError::Ioctl {
+                call,
+                name: name.into(),
+                source: io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -245,7 +261,10 @@ mod tests {
     #[test]
     fn header_layout() {
         let buf = ioctl_buffer("root", "KEEL-VERITY-ab", DM_READONLY_FLAG, &[]).unwrap();
-        assert_eq!(&[u32_at(&buf, 0), u32_at(&buf, 4), u32_at(&buf, 8)], &[4, 0, 0]);
+        assert_eq!(
+            &[u32_at(&buf, 0), u32_at(&buf, 4), u32_at(&buf, 8)],
+            &[4, 0, 0]
+        );
         assert_eq!(u32_at(&buf, OFF_DATA_SIZE) as usize, buf.len());
         assert!(buf.len() >= MIN_BUFFER);
         assert_eq!(u32_at(&buf, OFF_DATA_START), 312);
@@ -274,11 +293,18 @@ mod tests {
         assert_eq!(u32_at(spec, 16), 0);
         assert_eq!(&spec[24..31], b"verity\0");
         let params_at = DM_TARGET_SPEC_SIZE;
-        assert_eq!(&spec[params_at..params_at + params.len()], params.as_bytes());
-        assert_eq!(spec[params_at + params.len()], 0, "params are NUL-terminated");
+        assert_eq!(
+            &spec[params_at..params_at + params.len()],
+            params.as_bytes()
+        );
+        assert_eq!(
+            spec[params_at + params.len()],
+            0,
+            "params are NUL-terminated"
+        );
         let next = u32_at(spec, 20) as usize;
         assert_eq!(next % 8, 0);
-        assert!(next >= DM_TARGET_SPEC_SIZE + params.len() + 1);
+        assert!(next > DM_TARGET_SPEC_SIZE + params.len());
         assert!(next < DM_TARGET_SPEC_SIZE + params.len() + 1 + 8);
     }
 
@@ -301,9 +327,15 @@ mod tests {
 
     #[test]
     fn overlong_names_are_refused() {
-        assert!(matches!(ioctl_buffer(&"n".repeat(128), "", 0, &[]), Err(DmError::NameTooLong(_))));
+        assert!(matches!(
+            ioctl_buffer(&"n".repeat(128), "", 0, &[]),
+            Err(DmError::NameTooLong(_))
+        ));
         assert!(ioctl_buffer(&"n".repeat(127), &"u".repeat(128), 0, &[]).is_ok());
-        assert!(matches!(ioctl_buffer("n", &"u".repeat(129), 0, &[]), Err(DmError::UuidTooLong(_))));
+        assert!(matches!(
+            ioctl_buffer("n", &"u".repeat(129), 0, &[]),
+            Err(DmError::UuidTooLong(_))
+        ));
     }
 
     #[test]

@@ -42,15 +42,26 @@ pub fn parse_module_list(text: &str) -> Vec<PathBuf> {
 /// Loads one module file with finit_module; EEXIST counts as success. Returns whether the
 /// module was newly loaded.
 pub fn load_module(path: &Path) -> Result<bool, ModuleError> {
-    let file = File::open(path)
-        .map_err(|source| ModuleError::Open { path: path.to_owned(), source })?;
+    let file = File::open(path).map_err(|source| ModuleError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
     let compressed = path
         .extension()
         .is_some_and(|ext| ext == "xz" || ext == "zst" || ext == "gz");
-    let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
     // SAFETY: finit_module reads the open fd and the empty, NUL-terminated parameter string.
     let ret = unsafe {
-        libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), flags)
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
     };
     if ret == 0 {
         return Ok(true);
@@ -59,7 +70,10 @@ pub fn load_module(path: &Path) -> Result<bool, ModuleError> {
     if err.raw_os_error() == Some(libc::EEXIST) {
         Ok(false)
     } else {
-        Err(ModuleError::Load { path: path.to_owned(), source: err })
+        Err(ModuleError::Load {
+            path: path.to_owned(),
+            source: err,
+        })
     }
 }
 
@@ -69,7 +83,12 @@ pub fn load_listed_modules(list_path: &Path) -> Result<LoadSummary, ModuleError>
     let text = match std::fs::read_to_string(list_path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LoadSummary::default()),
-        Err(source) => return Err(ModuleError::ReadList { path: list_path.to_owned(), source }),
+        Err(source) => {
+            return Err(ModuleError::ReadList {
+                path: list_path.to_owned(),
+                source,
+            })
+        }
     };
     let mut summary = LoadSummary::default();
     for module in parse_module_list(&text) {
@@ -122,6 +141,9 @@ mod tests {
         let list = dir.path().join("modules");
         std::fs::write(&list, "/nonexistent/keel-test.ko\n").unwrap();
         let err = load_listed_modules(&list).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/keel-test.ko"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/keel-test.ko"),
+            "{err}"
+        );
     }
 }

@@ -8,10 +8,34 @@ use std::path::{Path, PathBuf};
 
 /// The API filesystems in mount order: (source, mount point, type, flags, options).
 const API_FILESYSTEMS: [(&str, &str, &str, libc::c_ulong, Option<&str>); 4] = [
-    ("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None),
-    ("sysfs", "/sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None),
-    ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, Some("mode=0755")),
-    ("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755")),
+    (
+        "proc",
+        "/proc",
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    ),
+    (
+        "sysfs",
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    ),
+    (
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +49,11 @@ pub struct MountError {
 
 impl MountError {
     pub fn new(action: &'static str, target: impl Into<PathBuf>, source: io::Error) -> Self {
-        MountError { action, target: target.into(), source }
+        MountError {
+            action,
+            target: target.into(),
+            source,
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! STATE, the writable partition mounted at /var: detecting the first boot, growing the
 //! partition to the end of the disk, formatting it with the root image's own mke2fs.
 
-use super::disks::{gpt_block_size, PartitionRef};
-use std::fs::{File, OpenOptions};
+use super::disks::gpt_block_size;
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -22,7 +22,10 @@ pub enum StateError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("GPT of {disk}: {source}")]
-    Gpt { disk: PathBuf, source: gpt::GptError },
+    Gpt {
+        disk: PathBuf,
+        source: gpt::GptError,
+    },
     #[error("writing {disk}: {source}")]
     Write { disk: PathBuf, source: io::Error },
     #[error("partition {number} is not in the GPT of {disk}")]
@@ -33,14 +36,27 @@ pub enum StateError {
         "the GPT of {disk} numbers its partitions with gaps; rewriting it would renumber them"
     )]
     NumberingGaps { disk: PathBuf },
-    #[error("the GPT of {disk} leaves no room: last usable LBA {last_usable} < STATE start {first_lba}")]
-    NoRoom { disk: PathBuf, last_usable: u64, first_lba: u64 },
+    #[error(
+        "the GPT of {disk} leaves no room: last usable LBA {last_usable} < STATE start {first_lba}"
+    )]
+    NoRoom {
+        disk: PathBuf,
+        last_usable: u64,
+        first_lba: u64,
+    },
     #[error("telling the kernel the new size of partition {number} of {disk} (BLKPG): {source}")]
-    Blkpg { disk: PathBuf, number: u32, source: io::Error },
+    Blkpg {
+        disk: PathBuf,
+        number: u32,
+        source: io::Error,
+    },
     #[error("running {command}: {source}")]
     Spawn { command: String, source: io::Error },
     #[error("{command} failed: {status}")]
-    Command { command: String, status: std::process::ExitStatus },
+    Command {
+        command: String,
+        status: std::process::ExitStatus,
+    },
 }
 
 /// Whether the device or file holds an ext2/3/4 superblock.
@@ -56,14 +72,20 @@ pub fn has_ext4_superblock(device: &Path) -> Result<bool, StateError> {
         Ok(magic) => Ok(magic == EXT4_MAGIC),
         // A partition too small to hold a superblock holds none.
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(source) => Err(StateError::Read { path: device.to_owned(), source }),
+        Err(source) => Err(StateError::Read {
+            path: device.to_owned(),
+            source,
+        }),
     }
 }
 
 /// Size in bytes of a device or file.
 pub fn size_of(path: &Path) -> Result<u64, StateError> {
     let read = || -> io::Result<u64> { File::open(path)?.seek(SeekFrom::End(0)) };
-    read().map_err(|source| StateError::Read { path: path.to_owned(), source })
+    read().map_err(|source| StateError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// What growing did.
@@ -90,9 +112,19 @@ impl Growth {
 /// one, ends at the last usable LBA. Also stretches the protective MBR over the disk and
 /// wipes the stale backup header, which now lies inside the partition. Nothing is written
 /// when everything is already in place.
-pub fn grow_last_partition(disk: &Path, block_size: u64, number: u32) -> Result<Growth, StateError> {
-    let gpt_err = |source| StateError::Gpt { disk: disk.to_owned(), source };
-    let write_err = |source| StateError::Write { disk: disk.to_owned(), source };
+pub fn grow_last_partition(
+    disk: &Path,
+    block_size: u64,
+    number: u32,
+) -> Result<Growth, StateError> {
+    let gpt_err = |source| StateError::Gpt {
+        disk: disk.to_owned(),
+        source,
+    };
+    let write_err = |source| StateError::Write {
+        disk: disk.to_owned(),
+        source,
+    };
 
     let mut table = gpt::GptConfig::new()
         .writable(true)
@@ -103,16 +135,26 @@ pub fn grow_last_partition(disk: &Path, block_size: u64, number: u32) -> Result<
     let numbers_contiguous = partitions.keys().copied().eq(1..=partitions.len() as u32);
     let state = partitions
         .get(&number)
-        .ok_or(StateError::NoSuchPartition { disk: disk.to_owned(), number })?
+        .ok_or(StateError::NoSuchPartition {
+            disk: disk.to_owned(),
+            number,
+        })?
         .clone();
-    if partitions.values().any(|p| p.is_used() && p.first_lba > state.first_lba) {
-        return Err(StateError::NotLast { disk: disk.to_owned(), number });
+    if partitions
+        .values()
+        .any(|p| p.is_used() && p.first_lba > state.first_lba)
+    {
+        return Err(StateError::NotLast {
+            disk: disk.to_owned(),
+            number,
+        });
     }
 
     let header = table.header().clone();
     let disk_sectors = size_of(disk)? / block_size;
     let new_backup_lba = disk_sectors - 1;
-    let entry_sectors = (u64::from(header.num_parts) * u64::from(header.part_size)).div_ceil(block_size);
+    let entry_sectors =
+        (u64::from(header.num_parts) * u64::from(header.part_size)).div_ceil(block_size);
     let new_last_usable = new_backup_lba - entry_sectors - 1;
     if new_last_usable < state.first_lba {
         return Err(StateError::NoRoom {
@@ -136,7 +178,9 @@ pub fn grow_last_partition(disk: &Path, block_size: u64, number: u32) -> Result<
     }
     // The gpt crate writes used entries packed from slot 0; with gaps that would renumber.
     if !numbers_contiguous {
-        return Err(StateError::NumberingGaps { disk: disk.to_owned() });
+        return Err(StateError::NumberingGaps {
+            disk: disk.to_owned(),
+        });
     }
 
     let old_backup_lba = header.backup_lba;
@@ -185,7 +229,11 @@ pub fn resize_partition_in_kernel(
     start_bytes: u64,
     length_bytes: u64,
 ) -> Result<(), StateError> {
-    let blkpg_err = |source| StateError::Blkpg { disk: disk.to_owned(), number, source };
+    let blkpg_err = |source| StateError::Blkpg {
+        disk: disk.to_owned(),
+        number,
+        source,
+    };
     let device = File::open(disk).map_err(blkpg_err)?;
     let mut partition = BlkpgPartition {
         start: start_bytes as libc::c_longlong,
@@ -211,8 +259,10 @@ pub fn resize_partition_in_kernel(
 /// Formats `device` (a path as seen inside `root`) as ext4 labelled STATE by running the
 /// root image's own mke2fs chrooted into `root`: the initramfs carries none.
 pub fn format_state(root: &Path, device: &Path) -> Result<(), StateError> {
-    let root_c = super::sys::c_path(root)
-        .map_err(|source| StateError::Spawn { command: "mkfs.ext4".into(), source })?;
+    let root_c = super::sys::c_path(root).map_err(|source| StateError::Spawn {
+        command: "mkfs.ext4".into(),
+        source,
+    })?;
     let mut command = Command::new("/sbin/mkfs.ext4");
     command
         .args(["-q", "-F", "-L", "STATE", "-E", "root_owner=0:0"])
@@ -228,11 +278,15 @@ pub fn format_state(root: &Path, device: &Path) -> Result<(), StateError> {
             Ok(())
         });
     }
-    let status = command
-        .status()
-        .map_err(|source| StateError::Spawn { command: description.clone(), source })?;
+    let status = command.status().map_err(|source| StateError::Spawn {
+        command: description.clone(),
+        source,
+    })?;
     if !status.success() {
-        return Err(StateError::Command { command: description, status });
+        return Err(StateError::Command {
+            command: description,
+            status,
+        });
     }
     Ok(())
 }
@@ -252,16 +306,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("disk.raw");
         write_test_disk(&image, 12 << 20, ROOT, VERITY);
-        let before = find_keel_partitions(&image, 512, ROOT, VERITY).unwrap().unwrap();
+        let before = find_keel_partitions(&image, 512, ROOT, VERITY)
+            .unwrap()
+            .unwrap();
         assert_eq!(before.state.last_lba, 10 * MIB_SECTORS - 1);
 
         // qemu-img resize: the image grows, the backup GPT is now in the middle.
-        File::options().write(true).open(&image).unwrap().set_len(64 << 20).unwrap();
+        File::options()
+            .write(true)
+            .open(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
         let growth = grow_last_partition(&image, 512, 4).unwrap();
         let sectors = (64u64 << 20) / 512;
         assert!(growth.changed());
         assert_eq!(growth.new_last_lba, sectors - 1 - 32 - 1);
-        assert_eq!(growth.new_size_bytes(), (sectors - 34 - 8 * MIB_SECTORS) * 512);
+        assert_eq!(
+            growth.new_size_bytes(),
+            (sectors - 33 - 8 * MIB_SECTORS) * 512
+        );
 
         // Both headers must now be valid and agree.
         let table = gpt::GptConfig::new()
@@ -274,7 +338,9 @@ mod tests {
         assert_eq!(backup.current_lba, sectors - 1);
         assert_eq!(primary.last_usable, growth.new_last_lba);
         assert_eq!(backup.last_usable, growth.new_last_lba);
-        let after = find_keel_partitions(&image, 512, ROOT, VERITY).unwrap().unwrap();
+        let after = find_keel_partitions(&image, 512, ROOT, VERITY)
+            .unwrap()
+            .unwrap();
         assert_eq!(after.state.last_lba, primary.last_usable);
         assert_eq!(after.state.first_lba, before.state.first_lba);
         assert_eq!(after.root, before.root);
@@ -288,12 +354,19 @@ mod tests {
         assert_ne!(&old_backup, b"EFI PART");
 
         // util-linux agrees the table is sound.
-        let verify = Command::new("sfdisk").arg("--verify").arg(&image).output().unwrap();
+        let verify = Command::new("sfdisk")
+            .arg("--verify")
+            .arg(&image)
+            .output()
+            .unwrap();
         let report = String::from_utf8_lossy(&verify.stdout).into_owned()
             + &String::from_utf8_lossy(&verify.stderr);
         assert!(verify.status.success(), "sfdisk --verify: {report}");
         assert!(!report.contains("mismatch"), "sfdisk --verify: {report}");
-        assert!(!report.contains("not on the end"), "sfdisk --verify: {report}");
+        assert!(
+            !report.contains("not on the end"),
+            "sfdisk --verify: {report}"
+        );
 
         // A second run has nothing left to do.
         let again = grow_last_partition(&image, 512, 4).unwrap();
@@ -306,7 +379,10 @@ mod tests {
         let image = dir.path().join("disk.raw");
         write_test_disk(&image, 12 << 20, ROOT, VERITY);
         let err = grow_last_partition(&image, 512, 2).unwrap_err();
-        assert!(matches!(err, StateError::NotLast { number: 2, .. }), "{err}");
+        assert!(
+            matches!(err, StateError::NotLast { number: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub fn mount(
             target.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
             flags,
-            data.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
         )
     })?;
     Ok(())
@@ -69,8 +70,14 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
 pub fn set_times_nofollow(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
     let path = c_path(path)?;
     let times = [
-        libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 },
-        libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 },
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
     ];
     // SAFETY: path is a valid C string and times holds the two entries utimensat reads.
     check(unsafe {

@@ -1,0 +1,464 @@
+//! `keel-init`: the steps from an unpacked initramfs to systemd on the verified root.
+//!
+//! Each step prints one line (see [`console`]); the first failure prints
+//! `keel-init: FATAL: <step>: <detail>` and the init stops there, never falling back to
+//! something less verified.
+
+pub mod cmdline;
+pub mod console;
+pub mod copy;
+pub mod disks;
+pub mod dm;
+pub mod modules;
+pub mod mounts;
+pub mod state;
+pub mod switch_root;
+pub mod sys;
+
+use cmdline::{BootArgs, CmdlineError};
+use console::say;
+use copy::CopyError;
+use disks::{DiskError, KeelPartitions};
+use dm::{DmError, DmTarget};
+use keel_image::verity::{Superblock, SUPERBLOCK_SIZE};
+use modules::ModuleError;
+use mounts::MountError;
+use state::StateError;
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switch_root::SwitchRootError;
+
+/// Where the verified root is mounted before it becomes /.
+pub const SYSROOT: &str = "/sysroot";
+/// Device-mapper name of the verified root.
+pub const DM_ROOT_NAME: &str = "root";
+/// How often and how long to look for the disk while drivers probe.
+const DISK_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const DISK_WAIT: Duration = Duration::from_secs(30);
+/// Where STATE is filled on first boot, inside the (moved) /run of the new root.
+const STATE_INIT_MOUNT: &str = "run/keel/state-init";
+/// The writable layer of /etc, on STATE (paths inside the new root).
+const ETC_UPPER: &str = "var/lib/keel/etc/upper";
+const ETC_WORK: &str = "var/lib/keel/etc/work";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("keel-init is not PID 1 (it is {0}); it only runs as an initramfs /init")]
+    NotPid1(u32),
+    #[error("mount API filesystems: {0}")]
+    ApiFilesystems(#[source] MountError),
+    #[error("load modules: {0}")]
+    Modules(#[from] ModuleError),
+    #[error("kernel command line: reading /proc/cmdline: {0}")]
+    ReadCmdline(#[source] io::Error),
+    #[error("kernel command line: {0}")]
+    Cmdline(#[from] CmdlineError),
+    #[error("find partitions: {0}")]
+    Partitions(#[from] DiskError),
+    #[error("dm-verity: reading the verity superblock of {label} {device}: {detail}")]
+    VeritySuperblock {
+        label: String,
+        device: PathBuf,
+        detail: String,
+    },
+    #[error(
+        "dm-verity: setting up {what} failed: {source}; the root filesystem does not match \
+         roothash={root_hash} or its verity data is damaged; refusing to boot"
+    )]
+    VeritySetup {
+        what: String,
+        root_hash: String,
+        source: Box<DmError>,
+    },
+    #[error(
+        "mount root: dm-verity rejected {label}: its data does not match roothash={root_hash} \
+         ({errno}); refusing to boot"
+    )]
+    RootRejected {
+        label: String,
+        root_hash: String,
+        errno: io::Error,
+    },
+    #[error("mount root: {0}")]
+    MountRoot(#[source] MountError),
+    #[error("prepare {SYSROOT}: {0}")]
+    MoveApiFilesystems(#[source] MountError),
+    #[error("STATE: {0}")]
+    State(#[from] StateError),
+    #[error("STATE: {0}")]
+    StateMount(#[source] MountError),
+    #[error("STATE: {0}")]
+    StateCopy(#[from] CopyError),
+    #[error("/etc overlay: {0}")]
+    EtcOverlay(#[source] MountError),
+    #[error("switch root: {0}")]
+    SwitchRoot(#[from] SwitchRootError),
+    #[error("internal error: {0}")]
+    Panic(String),
+}
+
+/// Runs the boot; on failure prints the FATAL line and, as PID 1, sleeps forever: exiting
+/// would panic the kernel and scroll the reason away.
+pub fn run_as_pid1(init_args: Vec<OsString>) -> ! {
+    let outcome = std::panic::catch_unwind(|| boot(&init_args));
+    let error = match outcome {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(error)) => error,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            InitError::Panic(text)
+        }
+    };
+    console::fatal(&error.to_string());
+    if std::process::id() != 1 {
+        std::process::exit(1);
+    }
+    loop {
+        // SAFETY: pause only waits for a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+/// `path` (absolute) as seen from inside the new root before the switch.
+fn in_sysroot(path: &Path) -> PathBuf {
+    Path::new(SYSROOT).join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Sizes for humans: 1.5 GiB, 64.0 MiB.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn boot(init_args: &[OsString]) -> Result<Infallible, InitError> {
+    console::ensure_console();
+    say(&format!(
+        "starting (keel-init {})",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if std::process::id() != 1 {
+        return Err(InitError::NotPid1(std::process::id()));
+    }
+
+    mounts::mount_api_filesystems().map_err(InitError::ApiFilesystems)?;
+    say("mounted /proc /sys /dev /run");
+
+    let loaded = modules::load_listed_modules(Path::new(modules::MODULE_LIST))?;
+    say(&format!(
+        "loaded {} modules ({} already present)",
+        loaded.loaded, loaded.already_present
+    ));
+
+    let cmdline = fs::read_to_string("/proc/cmdline").map_err(InitError::ReadCmdline)?;
+    let args = BootArgs::parse(&cmdline)?;
+    let (root_uuid, verity_uuid) = args.partuuids();
+    say(&format!(
+        "roothash={}: looking for root PARTUUID {root_uuid} and verity PARTUUID {verity_uuid}{}",
+        args.root_hash_hex(),
+        if args.first_boot_forced {
+            " (keel.first_boot=1)"
+        } else {
+            ""
+        }
+    ));
+
+    let disk = disks::wait_for_keel_partitions(
+        Path::new("/sys/block"),
+        Path::new("/dev"),
+        root_uuid,
+        verity_uuid,
+        DISK_POLL_INTERVAL,
+        DISK_WAIT,
+    )?;
+    say(&format!(
+        "found {} {}, {} {} and {} {} on {}",
+        disk.root.label,
+        disk.device(&disk.root).display(),
+        disk.verity.label,
+        disk.device(&disk.verity).display(),
+        disk.state.label,
+        disk.device(&disk.state).display(),
+        disk.disk.display()
+    ));
+
+    mount_verified_root(&disk, &args)?;
+
+    // From here on the API filesystems live under /sysroot: switch-root needs them there and
+    // the root's own mkfs, run chrooted, needs /dev and /proc.
+    mounts::move_api_filesystems(Path::new(SYSROOT)).map_err(InitError::MoveApiFilesystems)?;
+    say(&format!("moved /dev /proc /sys /run into {SYSROOT}"));
+
+    mount_state(&disk, &args)?;
+    mount_etc_overlay()?;
+
+    let root_home = in_sysroot(Path::new("/root"));
+    if !fs::symlink_metadata(&root_home).is_ok_and(|m| m.file_type().is_symlink()) {
+        say("note: /root in the image is not a symlink into /var; root's home is read-only");
+    }
+
+    switch_root(init_args)
+}
+
+/// Step 5: dm-verity over ROOT, mounted read-only at /sysroot.
+fn mount_verified_root(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> {
+    let data_dev = disk.device(&disk.root);
+    let hash_dev = disk.device(&disk.verity);
+    let root_hash = args.root_hash_hex();
+
+    let mut superblock_bytes = [0u8; SUPERBLOCK_SIZE];
+    File::open(&hash_dev)
+        .and_then(|mut f| f.read_exact(&mut superblock_bytes))
+        .map_err(|e| InitError::VeritySuperblock {
+            label: disk.verity.label.clone(),
+            device: hash_dev.clone(),
+            detail: e.to_string(),
+        })?;
+    let superblock =
+        Superblock::parse(&superblock_bytes).map_err(|e| InitError::VeritySuperblock {
+            label: disk.verity.label.clone(),
+            device: hash_dev.clone(),
+            detail: e.to_string(),
+        })?;
+    let target = DmTarget {
+        start_sector: 0,
+        length_sectors: superblock.data_sectors(),
+        target_type: "verity".into(),
+        params: superblock.dm_table_params(
+            &data_dev.to_string_lossy(),
+            &hash_dev.to_string_lossy(),
+            &root_hash,
+        ),
+    };
+    let uuid = format!("KEEL-VERITY-{root_hash}");
+    let verified =
+        dm::create_read_only_device(DM_ROOT_NAME, &uuid, &[target]).map_err(|source| {
+            InitError::VeritySetup {
+                what: format!(
+                    "{} {} (hash {})",
+                    disk.root.label,
+                    data_dev.display(),
+                    hash_dev.display()
+                ),
+                root_hash: root_hash.clone(),
+                source: Box::new(source),
+            }
+        })?;
+
+    let sysroot = Path::new(SYSROOT);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(sysroot)
+        .map_err(|e| InitError::MountRoot(MountError::new("create mount point", sysroot, e)))?;
+    match sys::mount(
+        &verified.to_string_lossy(),
+        sysroot,
+        Some("ext4"),
+        libc::MS_RDONLY,
+        None,
+    ) {
+        Ok(()) => {}
+        Err(errno) if errno.raw_os_error() == Some(libc::EIO) => {
+            return Err(InitError::RootRejected {
+                label: disk.root.label.clone(),
+                root_hash,
+                errno,
+            })
+        }
+        Err(e) => return Err(InitError::MountRoot(MountError::new("mount", sysroot, e))),
+    }
+    say(&format!(
+        "root verified by dm-verity: {} ({} {}, hash {}), mounted read-only at {SYSROOT}",
+        verified.display(),
+        disk.root.label,
+        data_dev.display(),
+        hash_dev.display()
+    ));
+    Ok(())
+}
+
+/// Step 6: on first boot grow, format and fill STATE; every boot mount it at /var.
+fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> {
+    let state_dev = disk.device(&disk.state);
+    // /dev has moved: the node is reached through the new root now.
+    let state_node = in_sysroot(&state_dev);
+    let formatted = state::has_ext4_superblock(&state_node)?;
+    let first_boot = !formatted || args.first_boot_forced;
+
+    if first_boot {
+        say(&format!(
+            "first boot ({}): preparing STATE {}",
+            if formatted {
+                "keel.first_boot=1"
+            } else {
+                "STATE has no filesystem"
+            },
+            state_dev.display()
+        ));
+        let growth = state::grow_last_partition(
+            &in_sysroot(&disk.disk),
+            disk.block_size,
+            disk.state.number,
+        )?;
+        if growth.changed() {
+            state::resize_partition_in_kernel(
+                &in_sysroot(&disk.disk),
+                disk.state.number,
+                growth.first_lba * growth.block_size,
+                growth.new_size_bytes(),
+            )?;
+            say(&format!(
+                "grew STATE {} to the end of {}: {} -> {}",
+                state_dev.display(),
+                disk.disk.display(),
+                human_size((growth.old_last_lba - growth.first_lba + 1) * growth.block_size),
+                human_size(growth.new_size_bytes())
+            ));
+        } else {
+            say(&format!(
+                "STATE {} already fills {}",
+                state_dev.display(),
+                disk.disk.display()
+            ));
+        }
+
+        state::format_state(Path::new(SYSROOT), &state_dev)?;
+        say(&format!(
+            "formatted STATE {} as ext4 with the root's mkfs.ext4",
+            state_dev.display()
+        ));
+
+        let staging = in_sysroot(Path::new("/")).join(STATE_INIT_MOUNT);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| InitError::StateMount(MountError::new("create", &staging, e)))?;
+        sys::mount(
+            &state_node.to_string_lossy(),
+            &staging,
+            Some("ext4"),
+            0,
+            None,
+        )
+        .map_err(|e| InitError::StateMount(MountError::new("mount", &staging, e)))?;
+        let copied = copy::copy_tree(&in_sysroot(Path::new("/var")), &staging)?;
+        sys::umount(&staging, 0)
+            .map_err(|e| InitError::StateMount(MountError::new("unmount", &staging, e)))?;
+        let _ = fs::remove_dir(&staging);
+        say(&format!(
+            "copied the image's /var into STATE: {} entries, {}",
+            copied.entries,
+            human_size(copied.bytes)
+        ));
+    }
+
+    let var = in_sysroot(Path::new("/var"));
+    sys::mount(&state_node.to_string_lossy(), &var, Some("ext4"), 0, None)
+        .map_err(|e| InitError::StateMount(MountError::new("mount", &var, e)))?;
+    let size = state::size_of(&state_node)?;
+    say(&format!(
+        "mounted STATE {} ({}) read-write at /var; first boot: {}",
+        state_dev.display(),
+        human_size(size),
+        if first_boot { "yes" } else { "no" }
+    ));
+    Ok(())
+}
+
+/// Step 7: /etc = the image's /etc with a writable layer on STATE.
+fn mount_etc_overlay() -> Result<(), InitError> {
+    let etc = in_sysroot(Path::new("/etc"));
+    let upper = in_sysroot(Path::new("/")).join(ETC_UPPER);
+    let work = in_sysroot(Path::new("/")).join(ETC_WORK);
+    for dir in [&upper, &work] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| InitError::EtcOverlay(MountError::new("create", dir, e)))?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        etc.display(),
+        upper.display(),
+        work.display()
+    );
+    sys::mount("overlay", &etc, Some("overlay"), 0, Some(&options))
+        .map_err(|e| InitError::EtcOverlay(MountError::new("mount overlay on", &etc, e)))?;
+    say(&format!(
+        "/etc is an overlay: the image's /etc under /{ETC_UPPER}"
+    ));
+    Ok(())
+}
+
+/// Step 8: free the initramfs, make /sysroot the root and exec init.
+fn switch_root(init_args: &[OsString]) -> Result<Infallible, InitError> {
+    mounts::move_api_filesystems(Path::new(SYSROOT)).map_err(InitError::MoveApiFilesystems)?;
+    match switch_root::free_initramfs() {
+        Ok(removed) => say(&format!("freed the initramfs ({removed} entries)")),
+        Err(e) => say(&format!("not freeing the initramfs: {e}")),
+    }
+    switch_root::enter_new_root(Path::new(SYSROOT))?;
+    say("switching root to systemd");
+    Err(switch_root::exec_init(init_args).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(64 << 20), "64.0 MiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn sysroot_paths() {
+        assert_eq!(
+            in_sysroot(Path::new("/dev/vda4")),
+            Path::new("/sysroot/dev/vda4")
+        );
+        assert_eq!(in_sysroot(Path::new("/")), Path::new("/sysroot/"));
+    }
+
+    #[test]
+    fn verity_rejection_message_says_why() {
+        let err = InitError::RootRejected {
+            label: "ROOT-A".into(),
+            root_hash: "ab".repeat(32),
+            errno: io::Error::from_raw_os_error(libc::EIO),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("mount root: dm-verity rejected ROOT-A"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("roothash={}", "ab".repeat(32))),
+            "{text}"
+        );
+        assert!(text.contains("refusing to boot"), "{text}");
+    }
+}
