@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use qemu_tests::{
     boot_timeout, flip_byte, output, sparse_copy, start_vm, wait_for_boot, Manifest, INIT_FATAL,
-    INIT_STARTING, MULTI_USER,
+    INIT_STARTING, KERNEL_PANIC, MULTI_USER,
 };
 
 #[test]
@@ -143,10 +143,11 @@ fn tampered_root_stops_at_verity() -> Result<()> {
     let vm = start_vm(&copy, &work.path().join("vm"))?;
     let timeout = boot_timeout();
     vm.wait_for_line(INIT_STARTING, timeout)?;
-    let stop = vm.wait_for_any_line(&[INIT_FATAL, MULTI_USER], timeout)?;
+    let stop = vm.wait_for_any_line(&[INIT_FATAL, MULTI_USER, KERNEL_PANIC], timeout)?;
     ensure!(
         stop.text.contains(INIT_FATAL),
-        "the tampered image booted to multi-user instead of stopping:\n{}",
+        "the tampered image should stop with {INIT_FATAL:?}, but printed {:?}\nlast serial lines:\n{}",
+        stop.text,
         vm.serial_tail()
     );
     ensure!(

@@ -205,10 +205,18 @@ impl Vm {
         let stdout = child.stdout.take().expect("stdout is piped");
         let serial = Arc::new(SerialBuffer::new());
         let sink = Arc::clone(&serial);
-        let reader = std::thread::Builder::new()
+        let reader = match std::thread::Builder::new()
             .name("qemu-serial".into())
             .spawn(move || serial::pump(stdout, &sink, started, Some(serial_log)))
-            .map_err(|e| VmError::io("starting the serial reader", e))?;
+        {
+            Ok(reader) => reader,
+            Err(e) => {
+                // No Vm owns the child yet, so nothing else would stop it.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(VmError::io("starting the serial reader", e));
+            }
+        };
 
         let mut vm = Vm {
             child: Mutex::new(Some(child)),

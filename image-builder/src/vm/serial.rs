@@ -1,6 +1,6 @@
-//! The guest's serial console as QEMU prints it on stdout: split into lines, timestamped
-//! relative to QEMU's start, mirrored to `serial.log`, and kept in memory so that tests can wait
-//! for a line and later look back over everything the guest printed.
+//! The guest's serial console as QEMU prints it on stdout: split into lines, cleared of terminal
+//! escape sequences, timestamped relative to QEMU's start, mirrored to `serial.log`, and kept in
+//! memory so that tests can wait for a line and later look back over everything printed.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
