@@ -33,24 +33,53 @@ fn mib(v: &Value) -> f64 {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let scratch = tempfile::tempdir_in(std::env::var_os("KEEL_CACHE_DIR").unwrap_or("/var/cache/keel".into())).unwrap();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let scratch = tempfile::tempdir_in(
+        std::env::var_os("KEEL_CACHE_DIR").unwrap_or("/var/cache/keel".into()),
+    )
+    .unwrap();
     let cache = scratch.path().join("cache");
     let cold = build(&ws, &cache, &scratch.path().join("cold"));
     let warm = build(&ws, &cache, &scratch.path().join("warm"));
-    println!("build.cold_s {:.1}", cold["build"]["seconds"].as_f64().unwrap());
-    println!("build.warm_s {:.1}", warm["build"]["seconds"].as_f64().unwrap());
-    for (step, secs) in warm["build"]["steps"].as_array().unwrap().iter().map(|s| (s[0].as_str().unwrap(), s[1].as_f64().unwrap())) {
+    println!(
+        "build.cold_s {:.1}",
+        cold["build"]["seconds"].as_f64().unwrap()
+    );
+    println!(
+        "build.warm_s {:.1}",
+        warm["build"]["seconds"].as_f64().unwrap()
+    );
+    for (step, secs) in warm["build"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s[0].as_str().unwrap(), s[1].as_f64().unwrap()))
+    {
         println!("build.warm_step_s[{step}] {secs:.1}");
     }
     let s = &warm["sizes"];
     println!("size.raw_mib {:.1}", mib(&s["raw_bytes"]));
-    println!("size.raw_allocated_mib {:.1}", mib(&s["raw_allocated_bytes"]));
+    println!(
+        "size.raw_allocated_mib {:.1}",
+        mib(&s["raw_allocated_bytes"])
+    );
     println!("size.qcow2_mib {:.1}", mib(&s["qcow2_bytes"]));
     println!("size.root_tree_mib {:.1}", mib(&s["root_tree_bytes"]));
-    println!("size.rootfs_used_mib {:.1}", mib(&s["rootfs"]["used_bytes"]));
+    println!(
+        "size.rootfs_used_mib {:.1}",
+        mib(&s["rootfs"]["used_bytes"])
+    );
     println!("size.rootfs_mib {:.1}", mib(&s["rootfs"]["size_bytes"]));
-    println!("size.verity_kib {:.0}", s["verity_bytes"].as_f64().unwrap() / 1024.0);
-    println!("size.initramfs_kib {:.0}", s["initramfs_bytes"].as_f64().unwrap() / 1024.0);
+    println!(
+        "size.verity_kib {:.0}",
+        s["verity_bytes"].as_f64().unwrap() / 1024.0
+    );
+    println!(
+        "size.initramfs_kib {:.0}",
+        s["initramfs_bytes"].as_f64().unwrap() / 1024.0
+    );
     println!("packages {}", warm["packages"].as_object().unwrap().len());
 }

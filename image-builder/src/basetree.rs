@@ -12,7 +12,10 @@ pub enum BaseTreeError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("base tree cache {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the cached base tree of `spec` lives, and whether it is already there.
@@ -53,7 +56,9 @@ pub fn cache_key(spec: &Spec) -> String {
 impl BaseTree {
     pub fn locate(spec: &Spec, cache_dir: &Path) -> BaseTree {
         let key = cache_key(spec);
-        let tarball = cache_dir.join("base").join(format!("{}-{key}.tar", spec.suite));
+        let tarball = cache_dir
+            .join("base")
+            .join(format!("{}-{key}.tar", spec.suite));
         BaseTree { tarball, key }
     }
 
@@ -65,7 +70,10 @@ impl BaseTree {
     /// build never leaves a half-written cache entry.
     pub fn create(&self, spec: &Spec) -> Result<(), BaseTreeError> {
         let dir = self.tarball.parent().expect("cache path has a parent");
-        fs::create_dir_all(dir).map_err(|source| BaseTreeError::Io { path: dir.into(), source })?;
+        fs::create_dir_all(dir).map_err(|source| BaseTreeError::Io {
+            path: dir.into(),
+            source,
+        })?;
         let tmp = self.tarball.with_extension("tmp.tar");
         let _ = fs::remove_file(&tmp);
         let mut cmd = tools::command(
@@ -81,14 +89,17 @@ impl BaseTree {
             ],
         );
         // No mirror argument: mmdebstrap then uses the host's own apt sources.
-        cmd.arg(&tmp).env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string());
+        cmd.arg(&tmp)
+            .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string());
         let result = tools::run(&mut cmd);
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
         }
-        fs::rename(&tmp, &self.tarball)
-            .map_err(|source| BaseTreeError::Io { path: self.tarball.clone(), source })
+        fs::rename(&tmp, &self.tarball).map_err(|source| BaseTreeError::Io {
+            path: self.tarball.clone(),
+            source,
+        })
     }
 
     /// Unpacks the cached tree into `dest` (which must exist and be empty).

@@ -49,7 +49,10 @@ pub enum BuildError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
-    move |source| BuildError::Io { path: path.to_path_buf(), source }
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub struct BuildOptions {
@@ -122,7 +125,9 @@ fn is_static_elf(data: &[u8]) -> bool {
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
     (0..phnum).all(|i| {
         let o = phoff + i * phentsize;
-        data.get(o..o + 4).map(|t| u32::from_le_bytes(t.try_into().unwrap())) != Some(3)
+        data.get(o..o + 4)
+            .map(|t| u32::from_le_bytes(t.try_into().unwrap()))
+            != Some(3)
     })
 }
 
@@ -142,7 +147,10 @@ fn sha256_file(path: &Path) -> Result<String, BuildError> {
 
 /// Writes `data` next to `dest` and renames it into place: readers never see half a file.
 fn write_atomic(dest: &Path, data: &[u8]) -> Result<(), BuildError> {
-    let tmp = dest.with_file_name(format!(".{}.tmp", dest.file_name().unwrap().to_string_lossy()));
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp",
+        dest.file_name().unwrap().to_string_lossy()
+    ));
     fs::write(&tmp, data).map_err(io_at(&tmp))?;
     fs::rename(&tmp, dest).map_err(io_at(dest))
 }
@@ -161,9 +169,13 @@ impl Drop for ScratchDir {
 
 pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     let started = Instant::now();
-    let started_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let spec_text = fs::read_to_string(&opts.spec_path)
-        .map_err(|source| SpecError::Read { file: opts.spec_path.clone(), source })?;
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let spec_text = fs::read_to_string(&opts.spec_path).map_err(|source| SpecError::Read {
+        file: opts.spec_path.clone(),
+        source,
+    })?;
     let spec = Spec::parse(&spec_text, &opts.spec_path)?;
     let seed = Seed::from_spec_text(&spec_text);
     let mut steps = Steps::new(if opts.qcow2 { 10 } else { 9 });
@@ -180,7 +192,11 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     for name in &spec.overlays {
         let path = opts.overlays_dir.join(name);
         if !path.is_dir() {
-            return Err(StageError::MissingOverlay { name: name.clone(), path }.into());
+            return Err(StageError::MissingOverlay {
+                name: name.clone(),
+                path,
+            }
+            .into());
         }
     }
     steps.finish(step, "");
@@ -191,9 +207,20 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     if !base_tree_cached {
         base.create(&spec)?;
     }
-    steps.finish(step, &format!("{} ({})", base.tarball.display(), if base_tree_cached { "cached" } else { "new" }));
+    steps.finish(
+        step,
+        &format!(
+            "{} ({})",
+            base.tarball.display(),
+            if base_tree_cached { "cached" } else { "new" }
+        ),
+    );
 
-    let scratch = ScratchDir(opts.cache_dir.join("work").join(format!("{}-{}", spec.name, std::process::id())));
+    let scratch = ScratchDir(opts.cache_dir.join("work").join(format!(
+        "{}-{}",
+        spec.name,
+        std::process::id()
+    )));
     let _ = fs::remove_dir_all(&scratch.0);
     let root = scratch.0.join("root");
     fs::create_dir_all(&root).map_err(io_at(&root))?;
@@ -206,7 +233,11 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     for name in &spec.overlays {
         overlay_files += stage::apply_overlay(&opts.overlays_dir.join(name), &root)?;
     }
-    stage::install_file(&opts.init_binary, &root.join("usr/lib/keel/keel-init"), 0o755)?;
+    stage::install_file(
+        &opts.init_binary,
+        &root.join("usr/lib/keel/keel-init"),
+        0o755,
+    )?;
     let kernel = stage::take_kernel(&root, &release, &scratch.0)?;
     // systemd-boot comes from the image's own packages, so the host's version does not matter.
     let bootloader = scratch.0.join("systemd-bootx64.efi");
@@ -245,7 +276,14 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     let initrd = scratch.0.join("initrd.img");
     let initrd_bytes = initramfs.to_gzip();
     fs::write(&initrd, &initrd_bytes).map_err(io_at(&initrd))?;
-    steps.finish(step, &format!("{} modules, {} KiB", initramfs_modules.len(), initrd_bytes.len() >> 10));
+    steps.finish(
+        step,
+        &format!(
+            "{} modules, {} KiB",
+            initramfs_modules.len(),
+            initrd_bytes.len() >> 10
+        ),
+    );
 
     let step = steps.start("root filesystem (ext4)");
     let rootfs_img = scratch.0.join("root.ext4");
@@ -262,14 +300,30 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     )?;
     // The staged tree is no longer needed; free the space before the disk is written.
     let _ = fs::remove_dir_all(&root);
-    steps.finish(step, &format!("{} MiB used of {} MiB", rootfs_stats.used_bytes >> 20, rootfs_stats.size_bytes >> 20));
+    steps.finish(
+        step,
+        &format!(
+            "{} MiB used of {} MiB",
+            rootfs_stats.used_bytes >> 20,
+            rootfs_stats.size_bytes >> 20
+        ),
+    );
 
     let step = steps.start("dm-verity hash tree");
     let salt = seed.bytes("verity-salt");
     let data_len = spec.disk.root_size.0;
     step.bytes(data_len);
-    let mut data = io::BufReader::with_capacity(1 << 20, fs::File::open(&rootfs_img).map_err(io_at(&rootfs_img))?);
-    let tree = verity::build(&mut data, data_len, &salt, seed.uuid("verity-uuid"), |pos| step.set_position(pos))?;
+    let mut data = io::BufReader::with_capacity(
+        1 << 20,
+        fs::File::open(&rootfs_img).map_err(io_at(&rootfs_img))?,
+    );
+    let tree = verity::build(
+        &mut data,
+        data_len,
+        &salt,
+        seed.uuid("verity-uuid"),
+        |pos| step.set_position(pos),
+    )?;
     let verity_img = scratch.0.join("root.verity");
     fs::write(&verity_img, &tree.hash_device).map_err(io_at(&verity_img))?;
     let root_hash = hex::encode(tree.root_hash);
@@ -286,7 +340,13 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     let cmdline = cmdline.join(" ");
     let esp_img = scratch.0.join("esp.vfat");
     esp::make(
-        &EspContents { bootloader: &bootloader, kernel: &kernel, initrd: &initrd, kernel_release: &release, cmdline: &cmdline },
+        &EspContents {
+            bootloader: &bootloader,
+            kernel: &kernel,
+            initrd: &initrd,
+            kernel_release: &release,
+            cmdline: &cmdline,
+        },
         spec.disk.esp_size.0,
         u32::from_le_bytes(seed.bytes("esp-volume-id")[..4].try_into().unwrap()),
         spec.source_date_epoch,
@@ -307,12 +367,48 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         contents: contents.map(Path::to_path_buf),
     };
     let parts = [
-        part(layout::LABEL_ESP, layout::ESP_TYPE, seed.uuid("esp"), spec.disk.esp_size.0, Some(&esp_img)),
-        part(layout::LABEL_ROOT_A, layout::ROOT_X86_64_TYPE, root_uuid, data_len, Some(&rootfs_img)),
-        part(layout::LABEL_ROOT_A_VERITY, layout::ROOT_VERITY_X86_64_TYPE, verity_uuid, verity_size, Some(&verity_img)),
-        part(layout::LABEL_ROOT_B, layout::ROOT_X86_64_TYPE, seed.uuid("root-b"), data_len, None),
-        part(layout::LABEL_ROOT_B_VERITY, layout::ROOT_VERITY_X86_64_TYPE, seed.uuid("root-b-verity"), verity_size, None),
-        part(layout::LABEL_STATE, layout::VAR_TYPE, seed.uuid("state"), 0, None),
+        part(
+            layout::LABEL_ESP,
+            layout::ESP_TYPE,
+            seed.uuid("esp"),
+            spec.disk.esp_size.0,
+            Some(&esp_img),
+        ),
+        part(
+            layout::LABEL_ROOT_A,
+            layout::ROOT_X86_64_TYPE,
+            root_uuid,
+            data_len,
+            Some(&rootfs_img),
+        ),
+        part(
+            layout::LABEL_ROOT_A_VERITY,
+            layout::ROOT_VERITY_X86_64_TYPE,
+            verity_uuid,
+            verity_size,
+            Some(&verity_img),
+        ),
+        part(
+            layout::LABEL_ROOT_B,
+            layout::ROOT_X86_64_TYPE,
+            seed.uuid("root-b"),
+            data_len,
+            None,
+        ),
+        part(
+            layout::LABEL_ROOT_B_VERITY,
+            layout::ROOT_VERITY_X86_64_TYPE,
+            seed.uuid("root-b-verity"),
+            verity_size,
+            None,
+        ),
+        part(
+            layout::LABEL_STATE,
+            layout::VAR_TYPE,
+            seed.uuid("state"),
+            0,
+            None,
+        ),
     ];
     let raw = opts.out_dir.join(format!("{}.raw", spec.name));
     let raw_tmp = opts.out_dir.join(format!(".{}.raw.tmp", spec.name));
@@ -320,7 +416,15 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     let placed = disk::write_disk(&raw_tmp, disk_guid, spec.disk.size.0, &parts)?;
     fs::rename(&raw_tmp, &raw).map_err(io_at(&raw))?;
     let raw_meta = fs::metadata(&raw).map_err(io_at(&raw))?;
-    steps.finish(step, &format!("{} ({} MiB, {} MiB allocated)", raw.display(), raw_meta.len() >> 20, (raw_meta.blocks() * 512) >> 20));
+    steps.finish(
+        step,
+        &format!(
+            "{} ({} MiB, {} MiB allocated)",
+            raw.display(),
+            raw_meta.len() >> 20,
+            (raw_meta.blocks() * 512) >> 20
+        ),
+    );
 
     let mut qcow2_bytes = None;
     let mut sums = format!("{}  {}.raw\n", sha256_file(&raw)?, spec.name);
@@ -328,7 +432,11 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         let step = steps.start("qcow2 (compressed)");
         let qcow2 = opts.out_dir.join(format!("{}.qcow2", spec.name));
         let qcow2_tmp = opts.out_dir.join(format!(".{}.qcow2.tmp", spec.name));
-        tools::run(tools::command("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&qcow2_tmp))?;
+        tools::run(
+            tools::command("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(&qcow2_tmp),
+        )?;
         fs::rename(&qcow2_tmp, &qcow2).map_err(io_at(&qcow2))?;
         let len = fs::metadata(&qcow2).map_err(io_at(&qcow2))?.len();
         qcow2_bytes = Some(len);

@@ -11,7 +11,10 @@ pub enum EspError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("systemd-boot is not in the image: add `systemd-boot-efi` to the spec's packages ({0} missing)")]
     NoBootloader(PathBuf),
 }
@@ -37,7 +40,14 @@ pub fn loader_entry(c: &EspContents) -> String {
 /// Boot slot A at once; the console stays as the firmware left it.
 pub const LOADER_CONF: &str = "default keel-a.conf\ntimeout 0\nconsole-mode keep\neditor no\n";
 
-pub fn make(c: &EspContents, size_bytes: u64, volume_id: u32, epoch: u64, work: &Path, out: &Path) -> Result<(), EspError> {
+pub fn make(
+    c: &EspContents,
+    size_bytes: u64,
+    volume_id: u32,
+    epoch: u64,
+    work: &Path,
+    out: &Path,
+) -> Result<(), EspError> {
     if !c.bootloader.is_file() {
         return Err(EspError::NoBootloader(c.bootloader.to_path_buf()));
     }
@@ -48,10 +58,20 @@ pub fn make(c: &EspContents, size_bytes: u64, volume_id: u32, epoch: u64, work: 
     let _ = fs::remove_file(out);
     let epoch = epoch.to_string();
     tools::run(
-        tools::command("mkfs.vfat", ["--invariant", "-i", &format!("{volume_id:08x}"), "-n", "EFI-SYSTEM", "-C"])
-            .arg(out)
-            .arg((size_bytes / 1024).to_string())
-            .env("SOURCE_DATE_EPOCH", &epoch),
+        tools::command(
+            "mkfs.vfat",
+            [
+                "--invariant",
+                "-i",
+                &format!("{volume_id:08x}"),
+                "-n",
+                "EFI-SYSTEM",
+                "-C",
+            ],
+        )
+        .arg(out)
+        .arg((size_bytes / 1024).to_string())
+        .env("SOURCE_DATE_EPOCH", &epoch),
     )?;
     let entry = work.join("keel-a.conf");
     fs::write(&entry, loader_entry(c)).map_err(io(&entry))?;
@@ -60,10 +80,21 @@ pub fn make(c: &EspContents, size_bytes: u64, volume_id: u32, epoch: u64, work: 
 
     let mtools = |args: &[&str]| {
         let mut cmd = tools::command(args[0], ["-i"]);
-        cmd.arg(out).args(&args[1..]).env("SOURCE_DATE_EPOCH", &epoch).env("MTOOLS_SKIP_CHECK", "1");
+        cmd.arg(out)
+            .args(&args[1..])
+            .env("SOURCE_DATE_EPOCH", &epoch)
+            .env("MTOOLS_SKIP_CHECK", "1");
         tools::run(&mut cmd)
     };
-    for dir in ["::/EFI", "::/EFI/BOOT", "::/EFI/systemd", "::/loader", "::/loader/entries", "::/keel", "::/keel/a"] {
+    for dir in [
+        "::/EFI",
+        "::/EFI/BOOT",
+        "::/EFI/systemd",
+        "::/loader",
+        "::/loader/entries",
+        "::/keel",
+        "::/keel/a",
+    ] {
         mtools(&["mmd", dir])?;
     }
     let copies: [(&Path, &str); 6] = [
@@ -105,11 +136,20 @@ mod tests {
         make(&c, 32 << 20, 0x1234abcd, 1_700_000_000, dir.path(), &a).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         make(&c, 32 << 20, 0x1234abcd, 1_700_000_000, dir.path(), &b).unwrap();
-        assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap(), "two ESPs differ");
+        assert!(
+            fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+            "two ESPs differ"
+        );
         let entry = tools::run(
-            tools::command("mtype", ["-i"]).arg(&a).arg("::/loader/entries/keel-a.conf").env("MTOOLS_SKIP_CHECK", "1"),
+            tools::command("mtype", ["-i"])
+                .arg(&a)
+                .arg("::/loader/entries/keel-a.conf")
+                .env("MTOOLS_SKIP_CHECK", "1"),
         )
         .unwrap();
-        assert!(entry.contains("options roothash=ab console=ttyS0"), "{entry}");
+        assert!(
+            entry.contains("options roothash=ab console=ttyS0"),
+            "{entry}"
+        );
     }
 }

@@ -36,8 +36,22 @@ impl Initramfs {
         for d in ["dev", "etc", "proc", "run", "sys", "sysroot", "tmp"] {
             i.dir(d);
         }
-        i.entries.insert("dev/console".into(), Entry::CharDev { major: 5, minor: 1, mode: 0o600 });
-        i.entries.insert("dev/null".into(), Entry::CharDev { major: 1, minor: 3, mode: 0o666 });
+        i.entries.insert(
+            "dev/console".into(),
+            Entry::CharDev {
+                major: 5,
+                minor: 1,
+                mode: 0o600,
+            },
+        );
+        i.entries.insert(
+            "dev/null".into(),
+            Entry::CharDev {
+                major: 1,
+                minor: 3,
+                mode: 0o666,
+            },
+        );
         i
     }
 
@@ -57,18 +71,32 @@ impl Initramfs {
         if let Some((parent, _)) = path.rsplit_once('/') {
             self.dir(parent);
         }
-        self.entries.insert(path.to_string(), Entry::File { data, mode });
+        self.entries
+            .insert(path.to_string(), Entry::File { data, mode });
     }
 
-    pub fn add_host_file(&mut self, path: &str, from: &Path, mode: u32) -> Result<(), InitramfsError> {
-        let data = std::fs::read(from).map_err(|source| InitramfsError::Io { path: from.into(), source })?;
+    pub fn add_host_file(
+        &mut self,
+        path: &str,
+        from: &Path,
+        mode: u32,
+    ) -> Result<(), InitramfsError> {
+        let data = std::fs::read(from).map_err(|source| InitramfsError::Io {
+            path: from.into(),
+            source,
+        })?;
         self.add_file(path, data, mode);
         Ok(())
     }
 
     /// Adds the modules (paths relative to the release folder of `modules_root`, already in
     /// load order) and the list `keel-init` loads them from.
-    pub fn add_modules(&mut self, modules_root: &Path, release: &str, ordered: &[String]) -> Result<(), InitramfsError> {
+    pub fn add_modules(
+        &mut self,
+        modules_root: &Path,
+        release: &str,
+        ordered: &[String],
+    ) -> Result<(), InitramfsError> {
         let mut list = String::new();
         for rel in ordered {
             let dest = format!("lib/modules/{release}/{rel}");
@@ -84,9 +112,8 @@ impl Initramfs {
     /// The uncompressed newc archive.
     pub fn to_cpio(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut ino = 1u32;
         // BTreeMap order puts a directory before everything under it.
-        for (path, entry) in &self.entries {
+        for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, data, rdev): (u32, &[u8], (u32, u32)) = match entry {
                 Entry::Dir => (0o040755, &[], (0, 0)),
                 Entry::File { data, mode } => (0o100000 | mode, data, (0, 0)),
@@ -96,7 +123,6 @@ impl Initramfs {
             write_header(&mut out, ino, mode, nlink, data.len() as u32, rdev, path);
             out.extend_from_slice(data);
             pad4(&mut out);
-            ino += 1;
         }
         write_header(&mut out, 0, 0, 1, 0, (0, 0), "TRAILER!!!");
         out
@@ -104,14 +130,38 @@ impl Initramfs {
 
     /// The gzip-compressed archive the kernel unpacks.
     pub fn to_gzip(&self) -> Vec<u8> {
-        let mut enc = GzBuilder::new().mtime(0).write(Vec::new(), Compression::best());
+        let mut enc = GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), Compression::best());
         enc.write_all(&self.to_cpio()).expect("writing to a Vec");
         enc.finish().expect("writing to a Vec")
     }
 }
 
-fn write_header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: u32, rdev: (u32, u32), name: &str) {
-    let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+fn write_header(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    size: u32,
+    rdev: (u32, u32),
+    name: &str,
+) {
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        nlink,
+        0,
+        size,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0,
+    ];
     out.extend_from_slice(b"070701");
     for f in fields {
         out.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -152,8 +202,14 @@ mod tests {
         child.stdin.take().unwrap().write_all(&archive).unwrap();
         let out = child.wait_with_output().unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(listing.contains("crw-------") && listing.contains("dev/console"), "{listing}");
-        assert!(listing.contains("-rwxr-xr-x") && listing.contains(" init"), "{listing}");
+        assert!(
+            listing.contains("crw-------") && listing.contains("dev/console"),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("-rwxr-xr-x") && listing.contains(" init"),
+            "{listing}"
+        );
         assert!(listing.contains("lib/modules/6.1/kernel/x.ko"), "{listing}");
     }
 

@@ -47,10 +47,9 @@ mod tests {
 
     #[test]
     fn partuuids_are_the_hash_halves_in_text_order() {
-        let hash = parse_root_hash(
-            "00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef",
-        )
-        .unwrap();
+        let hash =
+            parse_root_hash("00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef")
+                .unwrap();
         let (data, verity) = partuuids_from_root_hash(&hash);
         assert_eq!(data.to_string(), "00112233-4455-6677-8899-aabbccddeeff");
         assert_eq!(verity.to_string(), "01234567-89ab-cdef-0123-456789abcdef");

@@ -1,17 +1,17 @@
 //! Keel's image builder: one declarative spec (`configs/image.yaml`) drives a reproducible build
 //! of a read-only, dm-verity-protected disk image.
 
-pub mod disk;
-pub mod inspect;
-pub mod layout;
-pub mod verity;
-pub mod vm;
 pub mod basetree;
 pub mod build;
+pub mod disk;
 pub mod esp;
 pub mod initramfs;
+pub mod inspect;
+pub mod layout;
 pub mod progress;
 pub mod rootfs;
 pub mod spec;
 pub mod stage;
 pub mod tools;
+pub mod verity;
+pub mod vm;

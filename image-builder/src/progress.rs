@@ -18,7 +18,11 @@ pub struct Step {
 
 impl Steps {
     pub fn new(total: usize) -> Steps {
-        Steps { total, done: 0, timings: Vec::new() }
+        Steps {
+            total,
+            done: 0,
+            timings: Vec::new(),
+        }
     }
 
     pub fn start(&mut self, name: &str) -> Step {
@@ -26,16 +30,26 @@ impl Steps {
         let label = format!("[{}/{}] {name}", self.done, self.total);
         tracing::info!("{label}");
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+        );
         bar.set_message(label);
         bar.enable_steady_tick(Duration::from_millis(120));
-        Step { name: name.to_string(), started: Instant::now(), bar }
+        Step {
+            name: name.to_string(),
+            started: Instant::now(),
+            bar,
+        }
     }
 
     pub fn finish(&mut self, step: Step, detail: &str) {
         let secs = step.started.elapsed().as_secs_f64();
         step.bar.finish_and_clear();
-        tracing::info!("    {} done in {secs:.1}s{}{detail}", step.name, if detail.is_empty() { "" } else { ": " });
+        tracing::info!(
+            "    {} done in {secs:.1}s{}{detail}",
+            step.name,
+            if detail.is_empty() { "" } else { ": " }
+        );
         self.timings.push((step.name, secs));
     }
 }

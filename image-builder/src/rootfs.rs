@@ -16,7 +16,10 @@ pub enum RootfsError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the staged root ({tree_mib} MiB of files) does not fit in disk.root_size ({size_mib} MiB): raise root_size in the spec or prune more")]
     TooSmall { tree_mib: u64, size_mib: u64 },
     #[error("cannot read `{field}` from dumpe2fs output")]
@@ -41,7 +44,14 @@ pub struct RootfsStats {
 
 fn superblock_field(dump: &str, field: &'static str) -> Result<u64, RootfsError> {
     dump.lines()
-        .find_map(|l| l.strip_prefix(field)?.trim_start().strip_prefix(':')?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim_start()
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .ok_or(RootfsError::Dumpe2fs { field })
 }
 
@@ -61,7 +71,10 @@ pub fn stats(image: &Path) -> Result<RootfsStats, RootfsError> {
 
 /// Makes the filesystem image at `out` (created here, exactly `size_bytes` long).
 pub fn make(p: &RootfsParams, tree_bytes: u64, out: &Path) -> Result<RootfsStats, RootfsError> {
-    let io = |source| RootfsError::Io { path: out.to_path_buf(), source };
+    let io = |source| RootfsError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
     let _ = fs::remove_file(out);
     let file = fs::File::create(out).map_err(io)?;
     file.set_len(p.size_bytes).map_err(io)?;
@@ -82,7 +95,10 @@ pub fn make(p: &RootfsParams, tree_bytes: u64, out: &Path) -> Result<RootfsStats
             "-U".to_string(),
             p.uuid.to_string(),
             "-E".to_string(),
-            format!("hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=0", p.hash_seed),
+            format!(
+                "hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=0",
+                p.hash_seed
+            ),
             "-m".to_string(),
             "0".to_string(),
             "-d".to_string(),
@@ -106,11 +122,20 @@ pub fn make(p: &RootfsParams, tree_bytes: u64, out: &Path) -> Result<RootfsStats
     let script_path = out.with_extension("debugfs");
     let mut script = Vec::new();
     for ino in 1..=st.inodes_used {
-        writeln!(script, "sif <{ino}> ctime @{epoch}\nsif <{ino}> atime @{epoch}").expect("vec write");
+        writeln!(
+            script,
+            "sif <{ino}> ctime @{epoch}\nsif <{ino}> atime @{epoch}"
+        )
+        .expect("vec write");
     }
-    fs::write(&script_path, script).map_err(|source| RootfsError::Io { path: script_path.clone(), source })?;
+    fs::write(&script_path, script).map_err(|source| RootfsError::Io {
+        path: script_path.clone(),
+        source,
+    })?;
     let mut cmd = tools::command("debugfs", ["-w", "-f"]);
-    cmd.arg(&script_path).arg(out).env("E2FSPROGS_FAKE_TIME", &epoch);
+    cmd.arg(&script_path)
+        .arg(out)
+        .env("E2FSPROGS_FAKE_TIME", &epoch);
     tools::run(&mut cmd)?;
     let _ = fs::remove_file(&script_path);
     tools::run(tools::command("e2fsck", ["-fn"]).arg(out))?;
@@ -147,7 +172,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         fs::read(tree.join("etc/sub/file")).unwrap();
         build(&tree, &b);
-        assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap(), "two builds differ");
+        assert!(
+            fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+            "two builds differ"
+        );
         assert_eq!(st.size_bytes, 32 << 20);
         assert!(st.inodes_used >= 14);
     }

@@ -12,9 +12,16 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("{file}: cannot read: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}:{line}: {message}")]
-    Invalid { file: PathBuf, line: usize, message: String },
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// A size in bytes, written in the spec as `2GiB`, `768M`, `64MiB` or a plain number of bytes.
@@ -119,8 +126,10 @@ pub struct DiskSpec {
 
 impl Spec {
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SpecError::Read { file: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
         Spec::parse(&text, path)
     }
 
@@ -160,7 +169,10 @@ impl Spec {
             ));
         }
         if spec.name.is_empty() || spec.name.contains('/') {
-            return Err(invalid(line_of("name"), format!("invalid image name `{}`", spec.name)));
+            return Err(invalid(
+                line_of("name"),
+                format!("invalid image name `{}`", spec.name),
+            ));
         }
         Ok(spec)
     }
@@ -234,7 +246,9 @@ source_date_epoch: 1700000000
     #[test]
     fn unknown_key_names_file_and_line() {
         let text = GOOD.replace("  esp_size: 64MiB\n", "  esp_size: 64MiB\n  esp_sise: 1\n");
-        let err = Spec::parse(&text, Path::new("configs/image.yaml")).unwrap_err().to_string();
+        let err = Spec::parse(&text, Path::new("configs/image.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("configs/image.yaml:10:"), "{err}");
         assert!(err.contains("unknown field `esp_sise`"), "{err}");
     }
@@ -242,17 +256,26 @@ source_date_epoch: 1700000000
     #[test]
     fn wrong_type_names_the_line() {
         let text = GOOD.replace("packages: [systemd]", "packages: systemd");
-        let err = Spec::parse(&text, Path::new("s.yaml")).unwrap_err().to_string();
+        let err = Spec::parse(&text, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("s.yaml:3:"), "{err}");
         let text = GOOD.replace("size: 2GiB", "size: lots");
-        let err = Spec::parse(&text, Path::new("s.yaml")).unwrap_err().to_string();
-        assert!(err.starts_with("s.yaml:8:") && err.contains("invalid size `lots`"), "{err}");
+        let err = Spec::parse(&text, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.yaml:8:") && err.contains("invalid size `lots`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn too_small_disk_is_refused() {
         let text = GOOD.replace("size: 2GiB", "size: 1GiB");
-        let err = Spec::parse(&text, Path::new("s.yaml")).unwrap_err().to_string();
+        let err = Spec::parse(&text, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leaves no room for STATE"), "{err}");
     }
 

@@ -23,14 +23,20 @@ pub enum StageError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StageError + '_ {
-    move |source| StageError::Io { path: path.to_path_buf(), source }
+    move |source| StageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Copies an overlay folder over `root`. Git keeps only the executable bit, so files get 0755
 /// or 0644 and directories 0755, all owned by root; symlinks are copied as links.
 pub fn apply_overlay(src: &Path, root: &Path) -> Result<usize, StageError> {
     let mut count = 0;
-    let mut entries: Vec<_> = fs::read_dir(src).map_err(io_err(src))?.collect::<Result<_, _>>().map_err(io_err(src))?;
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .map_err(io_err(src))?
+        .collect::<Result<_, _>>()
+        .map_err(io_err(src))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let from = entry.path();
@@ -42,14 +48,21 @@ pub fn apply_overlay(src: &Path, root: &Path) -> Result<usize, StageError> {
             symlink(&target, &to).map_err(io_err(&to))?;
             count += 1;
         } else if meta.is_dir() {
-            if fs::symlink_metadata(&to).map(|m| !m.is_dir()).unwrap_or(false) {
+            if fs::symlink_metadata(&to)
+                .map(|m| !m.is_dir())
+                .unwrap_or(false)
+            {
                 remove_any(&to)?;
             }
             fs::create_dir_all(&to).map_err(io_err(&to))?;
             fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).map_err(io_err(&to))?;
             count += apply_overlay(&from, &to)?;
         } else {
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
             install_file(&from, &to, mode)?;
             count += 1;
         }
@@ -82,7 +95,10 @@ pub fn write_file(to: &Path, contents: &[u8], mode: u32) -> Result<(), StageErro
 fn remove_any(path: &Path) -> Result<(), StageError> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StageError::Io { path: path.into(), source: e }),
+        Err(e) => Err(StageError::Io {
+            path: path.into(),
+            source: e,
+        }),
         Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io_err(path)),
         Ok(_) => fs::remove_file(path).map_err(io_err(path)),
     }
@@ -95,7 +111,9 @@ pub fn installed_packages(root: &Path) -> Result<BTreeMap<String, String>, Stage
     let mut out = BTreeMap::new();
     for stanza in text.split("\n\n") {
         let field = |name: &str| {
-            stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
         };
         if let (Some(pkg), Some(ver), Some(status)) =
             (field("Package:"), field("Version:"), field("Status:"))
@@ -143,12 +161,22 @@ impl ModuleIndex {
         let mut paths = BTreeMap::new();
         let mut deps = BTreeMap::new();
         for line in modules_dep.lines() {
-            let Some((module, rest)) = line.split_once(':') else { continue };
+            let Some((module, rest)) = line.split_once(':') else {
+                continue;
+            };
             paths.insert(module_name(module), module.to_string());
-            deps.insert(module.to_string(), rest.split_whitespace().map(str::to_string).collect());
+            deps.insert(
+                module.to_string(),
+                rest.split_whitespace().map(str::to_string).collect(),
+            );
         }
         let builtin = modules_builtin.lines().map(module_name).collect();
-        ModuleIndex { release: release.to_string(), paths, deps, builtin }
+        ModuleIndex {
+            release: release.to_string(),
+            paths,
+            deps,
+            builtin,
+        }
     }
 
     pub fn load(root: &Path, release: &str) -> Result<ModuleIndex, StageError> {
@@ -206,7 +234,11 @@ pub fn prune_modules(root: &Path, release: &str, keep: &[String]) -> Result<usiz
             if entry.file_type().map_err(io_err(&path))?.is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(&dir).expect("under dir").to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(&dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
                 if rel.contains(".ko") && !keep.contains(&rel) {
                     fs::remove_file(&path).map_err(io_err(&path))?;
                     removed += 1;
@@ -215,7 +247,15 @@ pub fn prune_modules(root: &Path, release: &str, keep: &[String]) -> Result<usiz
         }
     }
     remove_empty_dirs(&dir.join("kernel"))?;
-    tools::run(&mut tools::command("chroot", [root.as_os_str(), "depmod".as_ref(), "-a".as_ref(), release.as_ref()]))?;
+    tools::run(&mut tools::command(
+        "chroot",
+        [
+            root.as_os_str(),
+            "depmod".as_ref(),
+            "-a".as_ref(),
+            release.as_ref(),
+        ],
+    ))?;
     Ok(removed)
 }
 
@@ -305,8 +345,12 @@ pub fn take_kernel(root: &Path, release: &str, dest_dir: &Path) -> Result<PathBu
 
 /// Writable homes live on STATE: /root, /home, /srv and /opt become links into /var, and what
 /// the image had there moves along, so the first boot copies it onto STATE.
-pub const RELOCATED: &[(&str, &str)] =
-    &[("root", "var/roothome"), ("home", "var/home"), ("srv", "var/srv"), ("opt", "var/opt")];
+pub const RELOCATED: &[(&str, &str)] = &[
+    ("root", "var/roothome"),
+    ("home", "var/home"),
+    ("srv", "var/srv"),
+    ("opt", "var/opt"),
+];
 
 pub fn relocate_into_var(root: &Path) -> Result<(), StageError> {
     for (from, to) in RELOCATED {
@@ -350,7 +394,10 @@ pub fn enable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     if units.is_empty() {
         return Ok(());
     }
-    let mut cmd = tools::command("chroot", [root.as_os_str(), "systemctl".as_ref(), "enable".as_ref()]);
+    let mut cmd = tools::command(
+        "chroot",
+        [root.as_os_str(), "systemctl".as_ref(), "enable".as_ref()],
+    );
     cmd.args(units);
     tools::run(&mut cmd)?;
     Ok(())
@@ -359,7 +406,10 @@ pub fn enable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
 /// Sets atime and mtime of every entry to `epoch`, links included, so the filesystem made from
 /// the tree does not depend on when the build ran.
 pub fn normalise_times(root: &Path, epoch: u64) -> Result<usize, StageError> {
-    let ts = libc::timespec { tv_sec: epoch as libc::time_t, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: epoch as libc::time_t,
+        tv_nsec: 0,
+    };
     let times = [ts, ts];
     let mut count = 0;
     let mut stack = vec![root.to_path_buf()];
@@ -372,9 +422,19 @@ pub fn normalise_times(root: &Path, epoch: u64) -> Result<usize, StageError> {
         }
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL in paths");
         // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         if rc != 0 {
-            return Err(StageError::Io { path: p, source: io::Error::last_os_error() });
+            return Err(StageError::Io {
+                path: p,
+                source: io::Error::last_os_error(),
+            });
         }
         count += 1;
     }
@@ -413,7 +473,9 @@ kernel/fs/overlayfs/overlay.ko:
     #[test]
     fn modules_resolve_dependencies_first() {
         let idx = ModuleIndex::parse("6.1", DEP, "kernel/fs/ext4/ext4.ko\n");
-        let order = idx.resolve(&["dm_verity".into(), "overlay".into(), "ext4".into()]).unwrap();
+        let order = idx
+            .resolve(&["dm_verity".into(), "overlay".into(), "ext4".into()])
+            .unwrap();
         assert_eq!(
             order,
             vec![
@@ -449,16 +511,32 @@ kernel/fs/overlayfs/overlay.ko:
         fs::create_dir_all(src.path().join("etc/x")).unwrap();
         fs::write(src.path().join("etc/x/conf"), "a").unwrap();
         fs::write(src.path().join("etc/x/run.sh"), "#!/bin/sh").unwrap();
-        fs::set_permissions(src.path().join("etc/x/run.sh"), fs::Permissions::from_mode(0o775)).unwrap();
+        fs::set_permissions(
+            src.path().join("etc/x/run.sh"),
+            fs::Permissions::from_mode(0o775),
+        )
+        .unwrap();
         symlink("conf", src.path().join("etc/x/link")).unwrap();
         fs::create_dir_all(root.path().join("etc/x")).unwrap();
         fs::write(root.path().join("etc/x/conf"), "old").unwrap();
         assert_eq!(apply_overlay(src.path(), root.path()).unwrap(), 3);
-        assert_eq!(fs::read_to_string(root.path().join("etc/x/conf")).unwrap(), "a");
-        let mode = |p: &str| fs::metadata(root.path().join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            fs::read_to_string(root.path().join("etc/x/conf")).unwrap(),
+            "a"
+        );
+        let mode = |p: &str| {
+            fs::metadata(root.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
         assert_eq!(mode("etc/x/conf"), 0o644);
         assert_eq!(mode("etc/x/run.sh"), 0o755);
-        assert_eq!(fs::read_link(root.path().join("etc/x/link")).unwrap(), Path::new("conf"));
+        assert_eq!(
+            fs::read_link(root.path().join("etc/x/link")).unwrap(),
+            Path::new("conf")
+        );
     }
 
     #[test]
@@ -468,8 +546,14 @@ kernel/fs/overlayfs/overlay.ko:
         fs::write(root.path().join("root/.profile"), "p").unwrap();
         fs::create_dir_all(root.path().join("var")).unwrap();
         relocate_into_var(root.path()).unwrap();
-        assert_eq!(fs::read_link(root.path().join("root")).unwrap(), Path::new("var/roothome"));
-        assert_eq!(fs::read_to_string(root.path().join("var/roothome/.profile")).unwrap(), "p");
+        assert_eq!(
+            fs::read_link(root.path().join("root")).unwrap(),
+            Path::new("var/roothome")
+        );
+        assert_eq!(
+            fs::read_to_string(root.path().join("var/roothome/.profile")).unwrap(),
+            "p"
+        );
         assert!(root.path().join("var/home").is_dir());
         // A second run changes nothing.
         relocate_into_var(root.path()).unwrap();
@@ -482,7 +566,13 @@ kernel/fs/overlayfs/overlay.ko:
         symlink("f", root.path().join("l")).unwrap();
         assert_eq!(normalise_times(root.path(), 1_000_000).unwrap(), 3);
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(fs::symlink_metadata(root.path().join("l")).unwrap().mtime(), 1_000_000);
-        assert_eq!(fs::metadata(root.path().join("f")).unwrap().atime(), 1_000_000);
+        assert_eq!(
+            fs::symlink_metadata(root.path().join("l")).unwrap().mtime(),
+            1_000_000
+        );
+        assert_eq!(
+            fs::metadata(root.path().join("f")).unwrap().atime(),
+            1_000_000
+        );
     }
 }

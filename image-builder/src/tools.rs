@@ -10,9 +10,16 @@ pub enum ToolError {
     #[error("`{tool}` is not installed: apt-get install {package}")]
     Missing { tool: String, package: &'static str },
     #[error("`{command}` failed ({status}): {stderr}")]
-    Failed { command: String, status: String, stderr: String },
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("cannot run `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
 }
 
 /// Every host program or file the build needs, with its Debian package.
@@ -33,7 +40,10 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
 
 /// The Debian package that provides `tool`, when the build knows it.
 pub fn package_of(tool: &str) -> Option<&'static str> {
-    BUILD_TOOLS.iter().find(|(t, _)| *t == tool).map(|(_, p)| *p)
+    BUILD_TOOLS
+        .iter()
+        .find(|(t, _)| *t == tool)
+        .map(|(_, p)| *p)
 }
 
 /// Finds `tool` on PATH (or, for an absolute path, checks it exists).
@@ -53,7 +63,10 @@ pub fn find(tool: &str) -> Option<PathBuf> {
 pub fn check_all() -> Result<(), ToolError> {
     for (tool, package) in BUILD_TOOLS {
         if find(tool).is_none() {
-            return Err(ToolError::Missing { tool: tool.to_string(), package });
+            return Err(ToolError::Missing {
+                tool: tool.to_string(),
+                package,
+            });
         }
     }
     Ok(())
@@ -79,13 +92,20 @@ pub fn run(cmd: &mut Command) -> Result<String, ToolError> {
                 return ToolError::Missing { tool, package };
             }
         }
-        ToolError::Spawn { command: command.clone(), source }
+        ToolError::Spawn {
+            command: command.clone(),
+            source,
+        }
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(ToolError::Failed { command, status: out.status.to_string(), stderr: tail.join("\n") });
+        return Err(ToolError::Failed {
+            command,
+            status: out.status.to_string(),
+            stderr: tail.join("\n"),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -109,14 +129,23 @@ mod tests {
     fn a_missing_tool_names_its_package() {
         let err = run(&mut Command::new("mkfs.vfat-not-here")).unwrap_err();
         assert!(matches!(err, ToolError::Spawn { .. }));
-        let err = ToolError::Missing { tool: "mcopy".into(), package: package_of("mcopy").unwrap() };
-        assert_eq!(err.to_string(), "`mcopy` is not installed: apt-get install mtools");
+        let err = ToolError::Missing {
+            tool: "mcopy".into(),
+            package: package_of("mcopy").unwrap(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "`mcopy` is not installed: apt-get install mtools"
+        );
     }
 
     #[test]
     fn failures_carry_stderr() {
         let err = run(&mut command("sh", ["-c", "echo boom >&2; exit 3"])).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("boom") && text.contains("exit status: 3"), "{text}");
+        assert!(
+            text.contains("boom") && text.contains("exit status: 3"),
+            "{text}"
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct Superblock {
 
 impl Superblock {
     pub fn new(uuid: Uuid, salt: &[u8], data_blocks: u64) -> Self {
-        assert!(salt.len() <= MAX_SALT, "dm-verity salt is at most 256 bytes");
+        assert!(
+            salt.len() <= MAX_SALT,
+            "dm-verity salt is at most 256 bytes"
+        );
         Superblock {
             uuid,
             algorithm: "sha256".into(),
@@ -82,7 +85,9 @@ impl Superblock {
         let algorithm = String::from_utf8_lossy(&b[32..32 + alg_end]).into_owned();
         let salt_len = u16::from_le_bytes([b[80], b[81]]) as usize;
         if salt_len > MAX_SALT {
-            return Err(VerityError::Unsupported(format!("salt of {salt_len} bytes")));
+            return Err(VerityError::Unsupported(format!(
+                "salt of {salt_len} bytes"
+            )));
         }
         Ok(Superblock {
             uuid: Uuid::from_slice(&b[16..32]).expect("16 bytes"),
@@ -97,7 +102,11 @@ impl Superblock {
     /// The device-mapper "verity" target parameters for this superblock, the data and hash
     /// devices and the root hash. The hash tree starts one block in, after the superblock.
     pub fn dm_table_params(&self, data_dev: &str, hash_dev: &str, root_hash_hex: &str) -> String {
-        let salt = if self.salt.is_empty() { "-".to_string() } else { hex::encode(&self.salt) };
+        let salt = if self.salt.is_empty() {
+            "-".to_string()
+        } else {
+            hex::encode(&self.salt)
+        };
         format!(
             "1 {data_dev} {hash_dev} {} {} {} 1 {} {root_hash_hex} {salt}",
             self.data_block_size, self.hash_block_size, self.data_blocks, self.algorithm
@@ -174,7 +183,10 @@ pub fn build(
         let sb = Superblock::new(uuid, salt, data_blocks);
         let mut hash_device = sb.to_bytes().to_vec();
         hash_device.resize(bs, 0);
-        return Ok(HashTree { root_hash: only_block_hash, hash_device });
+        return Ok(HashTree {
+            root_hash: only_block_hash,
+            hash_device,
+        });
     }
 
     // Each level is padded to whole blocks, then hashed block by block into the next one,
@@ -197,7 +209,10 @@ pub fn build(
                 hash_device.extend_from_slice(l);
             }
             debug_assert_eq!(hash_device.len() as u64, hash_device_size(data_bytes));
-            return Ok(HashTree { root_hash, hash_device });
+            return Ok(HashTree {
+                root_hash,
+                hash_device,
+            });
         }
         level = next;
     }
@@ -230,15 +245,28 @@ mod tests {
     #[test]
     fn tree_size_matches_the_prediction() {
         let data = vec![0xa5u8; 4096 * 300];
-        let t = build(&mut &data[..], data.len() as u64, b"salt", Uuid::nil(), |_| {}).unwrap();
-        assert_eq!(t.hash_device.len() as u64, hash_device_size(data.len() as u64));
+        let t = build(
+            &mut &data[..],
+            data.len() as u64,
+            b"salt",
+            Uuid::nil(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            t.hash_device.len() as u64,
+            hash_device_size(data.len() as u64)
+        );
         // Top level is one block, right after the superblock, and hashes to the root.
-        assert_eq!(salted_hash(b"salt", &t.hash_device[4096..8192]), t.root_hash);
+        assert_eq!(
+            salted_hash(b"salt", &t.hash_device[4096..8192]),
+            t.root_hash
+        );
     }
 
     #[test]
     fn unaligned_data_is_refused() {
-        let data = vec![0u8; 100];
+        let data = [0u8; 100];
         assert!(matches!(
             build(&mut &data[..], 100, b"", Uuid::nil(), |_| {}),
             Err(VerityError::Unaligned(100))

@@ -18,25 +18,60 @@ fn a_spec_typo_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("image.yaml");
     let text = real_spec().replacen("overlays: [base]", "overlays: [base]\noverlay: [extra]", 1);
-    let line = text.lines().position(|l| l.starts_with("overlay:")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("overlay:"))
+        .unwrap()
+        + 1;
     std::fs::write(&spec, text).unwrap();
-    let out = keel().arg("build").arg(&spec).arg("--out").arg(dir.path().join("out")).args(["--init", "/bin/true"]).output().unwrap();
+    let out = keel()
+        .arg("build")
+        .arg(&spec)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .args(["--init", "/bin/true"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&format!("image.yaml:{line}: unknown field `overlay`")), "{stderr}");
-    assert!(!dir.path().join("out").exists(), "output written despite the error");
+    assert!(
+        stderr.contains(&format!("image.yaml:{line}: unknown field `overlay`")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "output written despite the error"
+    );
 }
 
 #[test]
 fn a_wrong_type_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("image.yaml");
-    let text = real_spec().replacen("source_date_epoch: 1700000000", "source_date_epoch: yesterday", 1);
-    let line = text.lines().position(|l| l.starts_with("source_date_epoch:")).unwrap() + 1;
+    let text = real_spec().replacen(
+        "source_date_epoch: 1700000000",
+        "source_date_epoch: yesterday",
+        1,
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("source_date_epoch:"))
+        .unwrap()
+        + 1;
     std::fs::write(&spec, text).unwrap();
-    let out = keel().arg("build").arg(&spec).args(["--init", "/bin/true"]).output().unwrap();
+    let out = keel()
+        .arg("build")
+        .arg(&spec)
+        .args(["--init", "/bin/true"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("image.yaml:{line}: source_date_epoch: invalid type")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "image.yaml:{line}: source_date_epoch: invalid type"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -55,12 +90,18 @@ fn a_missing_host_tool_names_its_debian_package() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("`mmdebstrap` is not installed: apt-get install mmdebstrap"), "{stderr}");
+    assert!(
+        stderr.contains("`mmdebstrap` is not installed: apt-get install mmdebstrap"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn inspect_refuses_a_missing_image_clearly() {
-    let out = keel().args(["inspect", "/nonexistent/keel.raw", "/etc/os-release"]).output().unwrap();
+    let out = keel()
+        .args(["inspect", "/nonexistent/keel.raw", "/etc/os-release"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/keel.raw"));
 }

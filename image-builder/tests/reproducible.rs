@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -17,15 +20,26 @@ fn target_dir() -> PathBuf {
 }
 
 fn keel_bin() -> PathBuf {
-    let p = std::env::var_os("KEEL_BIN").map_or_else(|| target_dir().join("release/keel"), PathBuf::from);
-    assert!(p.is_file(), "{} missing: run `make tools` (or set KEEL_BIN)", p.display());
+    let p = std::env::var_os("KEEL_BIN")
+        .map_or_else(|| target_dir().join("release/keel"), PathBuf::from);
+    assert!(
+        p.is_file(),
+        "{} missing: run `make tools` (or set KEEL_BIN)",
+        p.display()
+    );
     p
 }
 
 fn init_bin() -> PathBuf {
-    let p = std::env::var_os("KEEL_INIT")
-        .map_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/keel-init"), PathBuf::from);
-    assert!(p.is_file(), "{} missing: run `make tools` (or set KEEL_INIT)", p.display());
+    let p = std::env::var_os("KEEL_INIT").map_or_else(
+        || target_dir().join("x86_64-unknown-linux-gnu/release/keel-init"),
+        PathBuf::from,
+    );
+    assert!(
+        p.is_file(),
+        "{} missing: run `make tools` (or set KEEL_INIT)",
+        p.display()
+    );
     p
 }
 
@@ -49,26 +63,44 @@ fn build(out: &Path, overlays: &Path) -> Value {
 fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 #[test]
 #[ignore = "runs two whole image builds: make test runs it"]
 fn two_builds_give_the_same_raw_image_and_a_changed_overlay_reuses_the_base() {
-    let tmp = tempfile::tempdir_in(std::env::var_os("KEEL_CACHE_DIR").unwrap_or("/var/cache/keel".into())).unwrap();
+    let tmp = tempfile::tempdir_in(
+        std::env::var_os("KEEL_CACHE_DIR").unwrap_or("/var/cache/keel".into()),
+    )
+    .unwrap();
     let overlays = workspace().join("overlays");
     let a = build(&tmp.path().join("a"), &overlays);
     let b = build(&tmp.path().join("b"), &overlays);
     let (raw_a, raw_b) = (tmp.path().join("a/keel.raw"), tmp.path().join("b/keel.raw"));
     let sum_a = sha256sum(&raw_a);
-    println!("build 1: {sum_a}  ({:.1}s)", a["build"]["seconds"].as_f64().unwrap());
+    println!(
+        "build 1: {sum_a}  ({:.1}s)",
+        a["build"]["seconds"].as_f64().unwrap()
+    );
     let sum_b = sha256sum(&raw_b);
-    println!("build 2: {sum_b}  ({:.1}s)", b["build"]["seconds"].as_f64().unwrap());
+    println!(
+        "build 2: {sum_b}  ({:.1}s)",
+        b["build"]["seconds"].as_f64().unwrap()
+    );
     assert_eq!(sum_a, sum_b, "two builds from the same inputs differ");
     assert_eq!(a["root_hash"], b["root_hash"]);
     assert_eq!(b["build"]["base_tree_cached"], Value::Bool(true));
@@ -79,7 +111,10 @@ fn two_builds_give_the_same_raw_image_and_a_changed_overlay_reuses_the_base() {
     copy_tree(&overlays, &changed);
     std::fs::write(changed.join("base/etc/hostname"), "keel-changed\n").unwrap();
     let c = build(&tmp.path().join("c"), &changed);
-    println!("warm rebuild with one overlay file changed: {:.1}s", c["build"]["seconds"].as_f64().unwrap());
+    println!(
+        "warm rebuild with one overlay file changed: {:.1}s",
+        c["build"]["seconds"].as_f64().unwrap()
+    );
     assert_eq!(c["build"]["base_tree_cached"], Value::Bool(true));
     assert_eq!(c["build"]["base_tree_key"], a["build"]["base_tree_key"]);
     assert_ne!(c["root_hash"], a["root_hash"]);

@@ -8,7 +8,10 @@ use uuid::Uuid;
 
 fn veritysetup() -> &'static str {
     assert!(
-        Command::new("veritysetup").arg("--version").output().is_ok(),
+        Command::new("veritysetup")
+            .arg("--version")
+            .output()
+            .is_ok(),
         "veritysetup is missing: apt-get install cryptsetup-bin"
     );
     "veritysetup"
@@ -31,20 +34,39 @@ fn check(data_blocks: usize) {
 
     let theirs_path = dir.path().join("theirs.hash");
     let out = Command::new(veritysetup())
-        .args(["format", "--hash=sha256", "--data-block-size=4096", "--hash-block-size=4096"])
+        .args([
+            "format",
+            "--hash=sha256",
+            "--data-block-size=4096",
+            "--hash-block-size=4096",
+        ])
         .arg(format!("--salt={}", hex::encode(salt)))
         .arg(format!("--uuid={uuid}"))
         .arg(&data_path)
         .arg(&theirs_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let root_line = stdout.lines().find(|l| l.starts_with("Root hash:")).unwrap();
-    assert_eq!(root_line.split_whitespace().last().unwrap(), hex::encode(ours.root_hash));
+    let root_line = stdout
+        .lines()
+        .find(|l| l.starts_with("Root hash:"))
+        .unwrap();
+    assert_eq!(
+        root_line.split_whitespace().last().unwrap(),
+        hex::encode(ours.root_hash)
+    );
 
     let theirs = fs::read(&theirs_path).unwrap();
-    assert_eq!(theirs.len(), ours.hash_device.len(), "hash device sizes differ");
+    assert_eq!(
+        theirs.len(),
+        ours.hash_device.len(),
+        "hash device sizes differ"
+    );
     assert!(theirs == ours.hash_device, "hash devices differ");
 
     let verify = Command::new("veritysetup")
@@ -54,7 +76,11 @@ fn check(data_blocks: usize) {
         .arg(hex::encode(ours.root_hash))
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 #[test]

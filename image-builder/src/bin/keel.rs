@@ -74,7 +74,10 @@ fn main() -> Result<()> {
         Command::Build(a) => {
             let overlays = a.overlays.unwrap_or_else(|| {
                 let spec_dir = a.spec.parent().filter(|p| !p.as_os_str().is_empty());
-                spec_dir.map_or_else(|| PathBuf::from("."), PathBuf::from).join("..").join("overlays")
+                spec_dir
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                    .join("..")
+                    .join("overlays")
             });
             let manifest = build::build(&BuildOptions {
                 spec_path: a.spec.clone(),
@@ -87,9 +90,17 @@ fn main() -> Result<()> {
             })
             .with_context(|| format!("building {}", a.spec.display()))?;
             println!("root hash  {}", manifest.root_hash);
-            println!("raw        {} ({} MiB)", a.out.join(format!("{}.raw", manifest.name)).display(), manifest.sizes.raw_bytes >> 20);
+            println!(
+                "raw        {} ({} MiB)",
+                a.out.join(format!("{}.raw", manifest.name)).display(),
+                manifest.sizes.raw_bytes >> 20
+            );
             if let Some(q) = manifest.sizes.qcow2_bytes {
-                println!("qcow2      {} ({} MiB)", a.out.join(format!("{}.qcow2", manifest.name)).display(), q >> 20);
+                println!(
+                    "qcow2      {} ({} MiB)",
+                    a.out.join(format!("{}.qcow2", manifest.name)).display(),
+                    q >> 20
+                );
             }
             println!("built in   {:.1}s", manifest.build.seconds);
         }
