@@ -124,11 +124,6 @@ pub fn run_as_pid1(init_args: Vec<OsString>) -> ! {
     }
 }
 
-/// `path` (absolute) as seen from inside the new root before the switch.
-fn in_sysroot(path: &Path) -> PathBuf {
-    Path::new(SYSROOT).join(path.strip_prefix("/").unwrap_or(path))
-}
-
 /// Sizes for humans: 1.5 GiB, 64.0 MiB.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -197,21 +192,18 @@ fn boot(init_args: &[OsString]) -> Result<Infallible, InitError> {
     ));
 
     mount_verified_root(&disk, &args)?;
+    enter_verified_root()?;
 
-    // From here on the API filesystems live under /sysroot: switch-root needs them there and
-    // the root's own mkfs, run chrooted, needs /dev and /proc.
-    mounts::move_api_filesystems(Path::new(SYSROOT)).map_err(InitError::MoveApiFilesystems)?;
-    say(&format!("moved /dev /proc /sys /run into {SYSROOT}"));
-
+    // From here on every path is the final system's own, so what `findmnt` shows later is
+    // /dev/vda6 on /var and lowerdir=/etc, and STATE is formatted by the root's own mke2fs.
     mount_state(&disk, &args)?;
     mount_etc_overlay()?;
 
-    let root_home = in_sysroot(Path::new("/root"));
-    if !fs::symlink_metadata(&root_home).is_ok_and(|m| m.file_type().is_symlink()) {
+    if !fs::symlink_metadata("/root").is_ok_and(|m| m.file_type().is_symlink()) {
         say("note: /root in the image is not a symlink into /var; root's home is read-only");
     }
-
-    switch_root(init_args)
+    say("starting systemd");
+    Err(switch_root::exec_init(init_args).into())
 }
 
 /// Step 5: dm-verity over ROOT, mounted read-only at /sysroot.
@@ -295,9 +287,7 @@ fn mount_verified_root(disk: &KeelPartitions, args: &BootArgs) -> Result<(), Ini
 /// Step 6: on first boot grow, format and fill STATE; every boot mount it at /var.
 fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> {
     let state_dev = disk.device(&disk.state);
-    // /dev has moved: the node is reached through the new root now.
-    let state_node = in_sysroot(&state_dev);
-    let formatted = state::has_ext4_superblock(&state_node)?;
+    let formatted = state::has_ext4_superblock(&state_dev)?;
     let first_boot = !formatted || args.first_boot_forced;
 
     if first_boot {
@@ -310,14 +300,10 @@ fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> 
             },
             state_dev.display()
         ));
-        let growth = state::grow_last_partition(
-            &in_sysroot(&disk.disk),
-            disk.block_size,
-            disk.state.number,
-        )?;
+        let growth = state::grow_last_partition(&disk.disk, disk.block_size, disk.state.number)?;
         if growth.changed() {
             state::resize_partition_in_kernel(
-                &in_sysroot(&disk.disk),
+                &disk.disk,
                 disk.state.number,
                 growth.first_lba * growth.block_size,
                 growth.new_size_bytes(),
@@ -337,27 +323,27 @@ fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> 
             ));
         }
 
-        state::format_state(Path::new(SYSROOT), &state_dev)?;
+        state::format_state(&state_dev)?;
         say(&format!(
             "formatted STATE {} as ext4 with the root's mkfs.ext4",
             state_dev.display()
         ));
 
-        let staging = in_sysroot(Path::new("/")).join(STATE_INIT_MOUNT);
+        let staging = Path::new("/").join(STATE_INIT_MOUNT);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&staging)
             .map_err(|e| InitError::StateMount(MountError::new("create", &staging, e)))?;
         sys::mount(
-            &state_node.to_string_lossy(),
+            &state_dev.to_string_lossy(),
             &staging,
             Some("ext4"),
             0,
             None,
         )
         .map_err(|e| InitError::StateMount(MountError::new("mount", &staging, e)))?;
-        let copied = copy::copy_tree(&in_sysroot(Path::new("/var")), &staging)?;
+        let copied = copy::copy_tree(Path::new("/var"), &staging)?;
         sys::umount(&staging, 0)
             .map_err(|e| InitError::StateMount(MountError::new("unmount", &staging, e)))?;
         let _ = fs::remove_dir(&staging);
@@ -368,10 +354,10 @@ fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> 
         ));
     }
 
-    let var = in_sysroot(Path::new("/var"));
-    sys::mount(&state_node.to_string_lossy(), &var, Some("ext4"), 0, None)
-        .map_err(|e| InitError::StateMount(MountError::new("mount", &var, e)))?;
-    let size = state::size_of(&state_node)?;
+    let var = Path::new("/var");
+    sys::mount(&state_dev.to_string_lossy(), var, Some("ext4"), 0, None)
+        .map_err(|e| InitError::StateMount(MountError::new("mount", var, e)))?;
+    let size = state::size_of(&state_dev)?;
     say(&format!(
         "mounted STATE {} ({}) read-write at /var; first boot: {}",
         state_dev.display(),
@@ -383,9 +369,9 @@ fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> 
 
 /// Step 7: /etc = the image's /etc with a writable layer on STATE.
 fn mount_etc_overlay() -> Result<(), InitError> {
-    let etc = in_sysroot(Path::new("/etc"));
-    let upper = in_sysroot(Path::new("/")).join(ETC_UPPER);
-    let work = in_sysroot(Path::new("/")).join(ETC_WORK);
+    let etc = Path::new("/etc");
+    let upper = Path::new("/").join(ETC_UPPER);
+    let work = Path::new("/").join(ETC_WORK);
     for dir in [&upper, &work] {
         fs::DirBuilder::new()
             .recursive(true)
@@ -399,24 +385,25 @@ fn mount_etc_overlay() -> Result<(), InitError> {
         upper.display(),
         work.display()
     );
-    sys::mount("overlay", &etc, Some("overlay"), 0, Some(&options))
-        .map_err(|e| InitError::EtcOverlay(MountError::new("mount overlay on", &etc, e)))?;
+    sys::mount("overlay", etc, Some("overlay"), 0, Some(&options))
+        .map_err(|e| InitError::EtcOverlay(MountError::new("mount overlay on", etc, e)))?;
     say(&format!(
         "/etc is an overlay: the image's /etc under /{ETC_UPPER}"
     ));
     Ok(())
 }
 
-/// Step 8: free the initramfs, make /sysroot the root and exec init.
-fn switch_root(init_args: &[OsString]) -> Result<Infallible, InitError> {
+/// Step 8 (before STATE): move the API filesystems into /sysroot, free the initramfs and
+/// make /sysroot the root of this process; systemd is exec'd once /var and /etc are in place.
+fn enter_verified_root() -> Result<(), InitError> {
     mounts::move_api_filesystems(Path::new(SYSROOT)).map_err(InitError::MoveApiFilesystems)?;
     match switch_root::free_initramfs() {
         Ok(removed) => say(&format!("freed the initramfs ({removed} entries)")),
         Err(e) => say(&format!("not freeing the initramfs: {e}")),
     }
     switch_root::enter_new_root(Path::new(SYSROOT))?;
-    say("switching root to systemd");
-    Err(switch_root::exec_init(init_args).into())
+    say("switched root to the verified filesystem");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -428,15 +415,6 @@ mod tests {
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(64 << 20), "64.0 MiB");
         assert_eq!(human_size(3 << 29), "1.5 GiB");
-    }
-
-    #[test]
-    fn sysroot_paths() {
-        assert_eq!(
-            in_sysroot(Path::new("/dev/vda4")),
-            Path::new("/sysroot/dev/vda4")
-        );
-        assert_eq!(in_sysroot(Path::new("/")), Path::new("/sysroot/"));
     }
 
     #[test]

@@ -5,7 +5,6 @@ use super::disks::gpt_block_size;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -256,28 +255,15 @@ pub fn resize_partition_in_kernel(
     Ok(())
 }
 
-/// Formats `device` (a path as seen inside `root`) as ext4 labelled STATE by running the
-/// root image's own mke2fs chrooted into `root`: the initramfs carries none.
-pub fn format_state(root: &Path, device: &Path) -> Result<(), StateError> {
-    let root_c = super::sys::c_path(root).map_err(|source| StateError::Spawn {
-        command: "mkfs.ext4".into(),
-        source,
-    })?;
+/// Formats `device` as ext4 labelled STATE with the root image's own mke2fs (the initramfs
+/// carries none; keel-init runs this after switching into the verified root).
+pub fn format_state(device: &Path) -> Result<(), StateError> {
     let mut command = Command::new("/sbin/mkfs.ext4");
     command
         .args(["-q", "-F", "-L", "STATE", "-E", "root_owner=0:0"])
         .arg(device)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    let description = format!("{command:?} in {}", root.display());
-    // SAFETY: between fork and exec only chroot and chdir run: async-signal-safe calls on
-    // strings allocated before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            super::sys::check(libc::chroot(root_c.as_ptr()))?;
-            super::sys::check(libc::chdir(c"/".as_ptr()))?;
-            Ok(())
-        });
-    }
+    let description = format!("{command:?}");
     let status = command.status().map_err(|source| StateError::Spawn {
         command: description.clone(),
         source,
