@@ -403,6 +403,24 @@ pub fn enable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     Ok(())
 }
 
+/// Calls `visit` for every entry under `root` (itself included), links not followed.
+fn walk(
+    root: &Path,
+    mut visit: impl FnMut(&Path, &fs::Metadata) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+        if meta.is_dir() {
+            for e in fs::read_dir(&p).map_err(io_err(&p))? {
+                stack.push(e.map_err(io_err(&p))?.path());
+            }
+        }
+        visit(&p, &meta)?;
+    }
+    Ok(())
+}
+
 /// Sets atime and mtime of every entry to `epoch`, links included, so the filesystem made from
 /// the tree does not depend on when the build ran.
 pub fn normalise_times(root: &Path, epoch: u64) -> Result<usize, StageError> {
@@ -412,14 +430,7 @@ pub fn normalise_times(root: &Path, epoch: u64) -> Result<usize, StageError> {
     };
     let times = [ts, ts];
     let mut count = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
-        if meta.is_dir() {
-            for e in fs::read_dir(&p).map_err(io_err(&p))? {
-                stack.push(e.map_err(io_err(&p))?.path());
-            }
-        }
+    walk(root, |p, _| {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL in paths");
         // SAFETY: c is a valid NUL-terminated path and times points at two timespecs.
         let rc = unsafe {
@@ -432,29 +443,25 @@ pub fn normalise_times(root: &Path, epoch: u64) -> Result<usize, StageError> {
         };
         if rc != 0 {
             return Err(StageError::Io {
-                path: p,
+                path: p.to_path_buf(),
                 source: io::Error::last_os_error(),
             });
         }
         count += 1;
-    }
+        Ok(())
+    })?;
     Ok(count)
 }
 
 /// Bytes of file data in the tree (apparent sizes), for the manifest and the root-size check.
 pub fn tree_size(root: &Path) -> Result<u64, StageError> {
     let mut total = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
-        if meta.is_dir() {
-            for e in fs::read_dir(&p).map_err(io_err(&p))? {
-                stack.push(e.map_err(io_err(&p))?.path());
-            }
-        } else {
+    walk(root, |_, meta| {
+        if !meta.is_dir() {
             total += meta.len();
         }
-    }
+        Ok(())
+    })?;
     Ok(total)
 }
 
