@@ -14,8 +14,8 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let image = output("keel.qcow2")?;
-    let work = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
-    let vm = start_vm(&image, work.path())?;
+    let work = qemu_tests::WorkDir::new("keel-bench-")?;
+    let mut vm = start_vm(&image, work.path())?;
     let timeout = boot_timeout();
     println!("boot.accel {}", vm.accel());
 
@@ -43,6 +43,8 @@ fn main() -> Result<()> {
         secs(warm.multi_user.saturating_sub(asked_at))
     );
     println!("warm.ssh_s {:.1}", secs(ssh));
+    drop(vm);
+    work.passed();
     Ok(())
 }
 

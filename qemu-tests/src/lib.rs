@@ -14,7 +14,13 @@ pub const INIT_STARTING: &str = "keel-init: starting";
 pub const INIT_PREFIX: &str = "keel-init: ";
 /// keel-init's fatal-error prefix (a refused root, a missing partition, ...).
 pub const INIT_FATAL: &str = "keel-init: FATAL";
+/// systemd's own status line. systemd stops printing status lines on the console once the
+/// serial getty owns it, which usually happens before multi-user is reached, so the image
+/// announces it itself (`keel: reached multi-user.target after N s`, from keel-ready.service).
 pub const MULTI_USER: &str = "Reached target multi-user.target";
+pub const KEEL_READY: &str = "keel: reached multi-user.target";
+/// Any line saying multi-user.target was reached.
+pub const MULTI_USER_MARKERS: [&str; 2] = [MULTI_USER, KEEL_READY];
 pub const KERNEL_PANIC: &str = "Kernel panic";
 
 /// Where `make image` puts the private key whose public half root accepts.
@@ -178,6 +184,48 @@ pub fn start_vm(disk: &Path, work_dir: &Path) -> Result<Vm, HarnessError> {
     Ok(vm)
 }
 
+/// A temporary directory for one VM's files that is removed when the test passed and kept
+/// (with its serial.log and qemu.stderr) when it failed, so the failure can be looked into.
+pub struct WorkDir {
+    dir: Option<tempfile::TempDir>,
+    passed: bool,
+}
+
+impl WorkDir {
+    pub fn new(prefix: &str) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .map_err(io("creating a temporary directory"))?;
+        Ok(Self {
+            dir: Some(dir),
+            passed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("present until drop").path()
+    }
+
+    /// Marks the test as passed: the directory is removed.
+    pub fn passed(mut self) {
+        self.passed = true;
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            if !self.passed {
+                eprintln!(
+                    "kept the VM's files for inspection: {}",
+                    dir.keep().display()
+                );
+            }
+        }
+    }
+}
+
 /// When the stages of one boot were reached, counted from QEMU's start.
 #[derive(Debug, Clone, Copy)]
 pub struct BootTimes {
@@ -190,7 +238,8 @@ pub struct BootTimes {
 pub fn wait_for_boot(vm: &Vm, timeout: Duration) -> Result<BootTimes, HarnessError> {
     let init = vm.wait_for_any_line(&[INIT_PREFIX], timeout)?;
     check_not_fatal(vm, &init)?;
-    let done = vm.wait_for_any_line(&[MULTI_USER, INIT_FATAL, KERNEL_PANIC], timeout)?;
+    let done =
+        vm.wait_for_any_line(&[MULTI_USER, KEEL_READY, INIT_FATAL, KERNEL_PANIC], timeout)?;
     check_not_fatal(vm, &done)?;
     Ok(BootTimes {
         first_init_line: init.at,

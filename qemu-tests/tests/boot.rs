@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use qemu_tests::{
-    boot_timeout, flip_byte, output, sparse_copy, start_vm, wait_for_boot, Manifest, INIT_FATAL,
-    INIT_STARTING, KERNEL_PANIC, MULTI_USER,
+    boot_timeout, flip_byte, output, sparse_copy, start_vm, wait_for_boot, Manifest, WorkDir,
+    INIT_FATAL, INIT_STARTING, KEEL_READY, KERNEL_PANIC, MULTI_USER, MULTI_USER_MARKERS,
 };
 
 #[test]
@@ -13,8 +13,8 @@ use qemu_tests::{
 fn verified_image_boots_and_keeps_state() -> Result<()> {
     let manifest = Manifest::load()?;
     let image = output("keel.qcow2")?;
-    let work = tempfile::Builder::new().prefix("keel-boot-").tempdir()?;
-    let vm = start_vm(&image, work.path())?;
+    let work = WorkDir::new("keel-boot-")?;
+    let mut vm = start_vm(&image, work.path())?;
     let timeout = boot_timeout();
 
     let first = wait_for_boot(&vm, timeout)?;
@@ -105,11 +105,21 @@ fn verified_image_boots_and_keeps_state() -> Result<()> {
     .context("writing under /etc and /var")?;
 
     vm.reboot()?;
+    let second_boot_starts = vm.serial_cursor();
     let second = wait_for_boot(&vm, timeout).context("second boot")?;
     eprintln!(
         "second boot: keel-init at {:.1} s, multi-user at {:.1} s (since QEMU start)",
         second.first_init_line.as_secs_f64(),
         second.multi_user.as_secs_f64()
+    );
+    let second_boot_state = vm.serial_lines()[second_boot_starts..]
+        .iter()
+        .find(|l| l.text.contains("keel-init: mounted STATE"))
+        .map(|l| l.text.clone())
+        .unwrap_or_default();
+    ensure!(
+        second_boot_state.contains("first boot: no"),
+        "the second boot should mount the existing STATE, got {second_boot_state:?}"
     );
     vm.wait_for_ssh(timeout)?;
     let markers = vm.ssh_ok("cat /etc/keel-marker /var/keel-marker")?;
@@ -117,6 +127,8 @@ fn verified_image_boots_and_keeps_state() -> Result<()> {
         markers.lines().collect::<Vec<_>>() == [etc_marker.as_str(), var_marker.as_str()],
         "markers after reboot are {markers:?}, want {etc_marker} and {var_marker}"
     );
+    drop(vm);
+    work.passed();
     Ok(())
 }
 
@@ -128,7 +140,7 @@ fn tampered_root_stops_at_verity() -> Result<()> {
     let root = manifest
         .partition("ROOT-A")
         .context("manifest has no ROOT-A partition")?;
-    let work = tempfile::Builder::new().prefix("keel-tamper-").tempdir()?;
+    let work = WorkDir::new("keel-tamper-")?;
     let copy = work.path().join("tampered.raw");
     sparse_copy(&raw, &copy)?;
     // Inside the ext4 superblock (1024 bytes in), which every mount reads: a verity check
@@ -143,7 +155,8 @@ fn tampered_root_stops_at_verity() -> Result<()> {
     let vm = start_vm(&copy, &work.path().join("vm"))?;
     let timeout = boot_timeout();
     vm.wait_for_line(INIT_STARTING, timeout)?;
-    let stop = vm.wait_for_any_line(&[INIT_FATAL, MULTI_USER, KERNEL_PANIC], timeout)?;
+    let stop =
+        vm.wait_for_any_line(&[INIT_FATAL, MULTI_USER, KEEL_READY, KERNEL_PANIC], timeout)?;
     ensure!(
         stop.text.contains(INIT_FATAL),
         "the tampered image should stop with {INIT_FATAL:?}, but printed {:?}\nlast serial lines:\n{}",
@@ -160,11 +173,13 @@ fn tampered_root_stops_at_verity() -> Result<()> {
     let booted: Vec<_> = vm
         .serial_lines()
         .into_iter()
-        .filter(|l| l.text.contains(MULTI_USER))
+        .filter(|l| MULTI_USER_MARKERS.iter().any(|m| l.text.contains(m)))
         .collect();
     ensure!(
         booted.is_empty(),
         "the tampered image reached multi-user after all: {booted:?}"
     );
+    drop(vm);
+    work.passed();
     Ok(())
 }

@@ -25,6 +25,9 @@ pub use serial::{SerialLine, SerialMatch};
 
 use serial::{SerialBuffer, WaitFailure, TAIL_LINES};
 
+/// How long a guest may take from `systemctl reboot` to powering off.
+const REBOOT_EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long `ssh()` lets one remote command run before giving up on it.
 pub const DEFAULT_SSH_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -121,6 +124,8 @@ pub struct Vm {
     accel: Accel,
     work_dir: PathBuf,
     started: Instant,
+    qemu_bin: PathBuf,
+    launch: qemu::Launch,
 }
 
 impl Vm {
@@ -173,17 +178,25 @@ impl Vm {
         }
     }
 
-    fn launch(
+    /// Starts QEMU for `launch`, feeding its console into `serial` (appending to the serial
+    /// log when `append`, as after a reboot).
+    fn spawn(
         qemu_bin: &Path,
         launch: &qemu::Launch,
         work_dir: &Path,
-        ssh_key: Option<PathBuf>,
-    ) -> Result<Vm, VmError> {
+        serial: &Arc<SerialBuffer>,
+        append: bool,
+    ) -> Result<(Child, JoinHandle<()>, Instant), VmError> {
         let stderr_path = work_dir.join("qemu.stderr");
         let stderr = File::create(&stderr_path)
             .map_err(|e| VmError::io(format!("creating {}", stderr_path.display()), e))?;
         let serial_path = work_dir.join("serial.log");
-        let serial_log = File::create(&serial_path)
+        let serial_log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&serial_path)
             .map_err(|e| VmError::io(format!("creating {}", serial_path.display()), e))?;
 
         let mut cmd = Command::new(qemu_bin);
@@ -203,21 +216,29 @@ impl Vm {
             .spawn()
             .map_err(|e| VmError::io("starting qemu-system-x86_64", e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let serial = Arc::new(SerialBuffer::new());
-        let sink = Arc::clone(&serial);
-        let reader = match std::thread::Builder::new()
+        let sink = Arc::clone(serial);
+        match std::thread::Builder::new()
             .name("qemu-serial".into())
             .spawn(move || serial::pump(stdout, &sink, started, Some(serial_log)))
         {
-            Ok(reader) => reader,
+            Ok(reader) => Ok((child, reader, started)),
             Err(e) => {
                 // No Vm owns the child yet, so nothing else would stop it.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(VmError::io("starting the serial reader", e));
+                Err(VmError::io("starting the serial reader", e))
             }
-        };
+        }
+    }
 
+    fn launch(
+        qemu_bin: &Path,
+        launch: &qemu::Launch,
+        work_dir: &Path,
+        ssh_key: Option<PathBuf>,
+    ) -> Result<Vm, VmError> {
+        let serial = Arc::new(SerialBuffer::new());
+        let (child, reader, started) = Self::spawn(qemu_bin, launch, work_dir, &serial, false)?;
         let mut vm = Vm {
             child: Mutex::new(Some(child)),
             serial,
@@ -228,18 +249,27 @@ impl Vm {
             accel: launch.accel,
             work_dir: work_dir.to_path_buf(),
             started,
+            qemu_bin: qemu_bin.to_path_buf(),
+            launch: launch.clone(),
         };
-        // Bad arguments, a taken port or a locked image make QEMU quit at once; catching that
-        // here gives a clear error instead of a serial wait that times out much later.
+        if let Err(err) = vm.settle("starting") {
+            vm.shutdown();
+            return Err(err);
+        }
+        Ok(vm)
+    }
+
+    /// Bad arguments, a taken port or a locked image make QEMU quit at once; catching that
+    /// here gives a clear error instead of a serial wait that times out much later.
+    fn settle(&self, during: &str) -> Result<(), VmError> {
         let settle = Instant::now() + Duration::from_millis(500);
         while Instant::now() < settle {
-            if let Some(err) = vm.exited_error("starting") {
-                vm.shutdown();
+            if let Some(err) = self.exited_error(during) {
                 return Err(err);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(vm)
+        Ok(())
     }
 
     pub fn accel(&self) -> Accel {
@@ -409,11 +439,12 @@ impl Vm {
         ssh::login_line(self.ssh_key.as_deref(), self.ssh_port)
     }
 
-    /// Asks the guest to reboot; the same QEMU process boots it again. Serial waits afterwards
-    /// only see lines printed after the request, so the next `wait_for_line` finds the second
-    /// boot's lines. Wait for a boot line before `wait_for_ssh`, which could otherwise still
-    /// reach the old system on its way down.
-    pub fn reboot(&self) -> Result<(), VmError> {
+    /// Reboots the guest: asks it to reboot, waits for QEMU to exit (it runs with
+    /// `-no-reboot`), then starts QEMU again on the same disk overlay and firmware variables.
+    /// A fresh process is a cold reboot of the same machine; an in-process reset under TCG
+    /// left OVMF hanging now and then. Serial waits afterwards see only the new boot's lines,
+    /// and line times count from the new start.
+    pub fn reboot(&mut self) -> Result<(), VmError> {
         self.set_serial_cursor(self.serial.len());
         // The connection usually drops mid-command as sshd is stopped, so the outcome says
         // nothing about whether the reboot started.
@@ -421,10 +452,30 @@ impl Vm {
             Ok(_) | Err(VmError::Timeout { .. }) => {}
             Err(e) => return Err(e),
         }
-        if let Some(err) = self.exited_error("rebooting") {
-            return Err(err);
+        let deadline = Instant::now() + REBOOT_EXIT_TIMEOUT;
+        while self.is_running() {
+            if Instant::now() > deadline {
+                return Err(VmError::Timeout {
+                    what: "the guest to go down for reboot".into(),
+                    waited: REBOOT_EXIT_TIMEOUT,
+                    serial_tail: self.serial_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(())
+        self.shutdown();
+        self.serial.reopen();
+        let (child, reader, started) = Self::spawn(
+            &self.qemu_bin,
+            &self.launch,
+            &self.work_dir,
+            &self.serial,
+            true,
+        )?;
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        self.reader = Some(reader);
+        self.started = started;
+        self.settle("restarting after reboot")
     }
 
     /// Whether QEMU is still running.

@@ -68,6 +68,11 @@ impl SerialBuffer {
         self.grew.notify_all();
     }
 
+    /// A new QEMU process (after a reboot) writes to the buffer again.
+    pub fn reopen(&self) {
+        self.lock().closed = false;
+    }
+
     #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         self.lock().closed
