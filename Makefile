@@ -20,7 +20,7 @@ demo: image
 test: deps tools lint
 	cargo test --workspace
 	$(MAKE) image
-	cargo test -p qemu-tests --test boot -- --ignored --test-threads=1
+	cargo test -p qemu-tests -- --ignored --test-threads=1
 	cargo test -p keel-image --test reproducible -- --ignored --test-threads=1
 
 bench: image
