@@ -445,7 +445,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     }
 
     let step = steps.start("manifest and checksums");
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         name: spec.name.clone(),
         spec_sha256: seed.hex(),
         suite: spec.suite.clone(),
@@ -481,7 +481,6 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     };
     write_atomic(&opts.out_dir.join("SHA256SUMS"), sums.as_bytes())?;
     steps.finish(step, "");
-    let mut manifest = manifest;
     manifest.build.steps = steps.timings;
     manifest.build.seconds = started.elapsed().as_secs_f64();
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
