@@ -125,14 +125,6 @@ pub struct DiskSpec {
 }
 
 impl Spec {
-    pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        Spec::parse(&text, path)
-    }
-
     pub fn parse(text: &str, file: &Path) -> Result<Spec, SpecError> {
         let invalid = |line: usize, message: String| SpecError::Invalid {
             file: file.to_path_buf(),
