@@ -1,4 +1,10 @@
-//! Keel's early boot: `keel-init`, the initramfs `/init`, and (later) the first-boot
-//! provisioner. The binary is a thin wrapper around [`init::run_as_pid1`].
+//! Keel's early boot and first-boot provisioning: `keel-init`, the initramfs `/init`
+//! ([`init::run_as_pid1`]), and `keel-provision`, which reads CoreOS cloud-config user-data
+//! from a datasource and applies it to a root tree.
 
+pub mod apply;
+pub mod cloudconfig;
+pub mod datasource;
 pub mod init;
+pub mod stage;
+pub mod userdata;

@@ -94,6 +94,10 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Private key for root; without one, ssh falls back to the user's own identities.
     pub ssh_key: Option<PathBuf>,
+    /// Raw images attached read-only after the disk (config drives: NoCloud, config-2).
+    pub extra_drives: Vec<PathBuf>,
+    /// QEMU fw_cfg entries: (name, file), e.g. ("opt/org.keel/user-data", path).
+    pub fw_cfg: Vec<(String, PathBuf)>,
 }
 
 impl VmConfig {
@@ -104,6 +108,8 @@ impl VmConfig {
             memory_mib: 1024,
             cpus: 1,
             ssh_key: None,
+            extra_drives: Vec::new(),
+            fw_cfg: Vec::new(),
         }
     }
 }
@@ -166,6 +172,8 @@ impl Vm {
                 ovmf_vars: ovmf_vars.clone(),
                 overlay: overlay.clone(),
                 ssh_port: qemu::free_loopback_port()?,
+                extra_drives: cfg.extra_drives.clone(),
+                fw_cfg: cfg.fw_cfg.clone(),
             };
             match Self::launch(&qemu_bin, &launch, &work_dir, ssh_key.clone()) {
                 Err(VmError::QemuExited { ref stderr, .. })

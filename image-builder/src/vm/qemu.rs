@@ -135,6 +135,8 @@ pub struct Launch {
     pub ovmf_vars: PathBuf,
     pub overlay: PathBuf,
     pub ssh_port: u16,
+    pub extra_drives: Vec<PathBuf>,
+    pub fw_cfg: Vec<(String, PathBuf)>,
 }
 
 impl Launch {
@@ -186,6 +188,19 @@ impl Launch {
         disk.push(&self.overlay);
         disk.push(",format=qcow2,if=virtio");
         args.push(disk);
+        for drive in &self.extra_drives {
+            let mut d = OsString::from("file=");
+            d.push(drive);
+            d.push(",format=raw,if=virtio,readonly=on");
+            args.push("-drive".into());
+            args.push(d);
+        }
+        for (name, file) in &self.fw_cfg {
+            let mut f = OsString::from(format!("name={name},file="));
+            f.push(file);
+            args.push("-fw_cfg".into());
+            args.push(f);
+        }
         args.push("-netdev".into());
         args.push(netdev.into());
         args.push("-device".into());
@@ -208,6 +223,8 @@ mod tests {
             ovmf_vars: "/w/OVMF_VARS_4M.fd".into(),
             overlay: "/w/disk.qcow2".into(),
             ssh_port: 40222,
+            extra_drives: vec!["/w/cidata.img".into()],
+            fw_cfg: vec![("opt/org.keel/user-data".into(), "/w/user-data".into())],
         }
     }
 
@@ -255,7 +272,12 @@ mod tests {
                 "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
                 "if=pflash,format=raw,file=/w/OVMF_VARS_4M.fd",
                 "file=/w/disk.qcow2,format=qcow2,if=virtio",
+                "file=/w/cidata.img,format=raw,if=virtio,readonly=on",
             ]
+        );
+        assert_eq!(
+            value_after(&args, "-fw_cfg"),
+            vec!["name=opt/org.keel/user-data,file=/w/user-data"]
         );
         assert_eq!(value_after(&args, "-m"), vec!["1024"]);
         assert_eq!(value_after(&args, "-smp"), vec!["2"]);

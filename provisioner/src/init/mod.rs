@@ -198,6 +198,7 @@ fn boot(init_args: &[OsString]) -> Result<Infallible, InitError> {
     // /dev/vda6 on /var and lowerdir=/etc, and STATE is formatted by the root's own mke2fs.
     mount_state(&disk, &args)?;
     mount_etc_overlay()?;
+    run_local_provisioning(&cmdline);
 
     if !fs::symlink_metadata("/root").is_ok_and(|m| m.file_type().is_symlink()) {
         say("note: /root in the image is not a symlink into /var; root's home is read-only");
@@ -391,6 +392,23 @@ fn mount_etc_overlay() -> Result<(), InitError> {
         "/etc is an overlay: the image's /etc under /{ETC_UPPER}"
     ));
     Ok(())
+}
+
+/// Step 9: the provisioner's local stage (config drive, NoCloud, fw_cfg, a file named on the
+/// command line) against the final root, before systemd reads its units. It runs every boot:
+/// the stage itself skips a config it already applied. Nothing it meets stops the boot.
+fn run_local_provisioning(cmdline: &str) {
+    let ctx = crate::datasource::Context::new(cmdline.trim_end());
+    let report = std::panic::catch_unwind(|| {
+        crate::stage::run(crate::stage::Stage::Local, Path::new("/"), &ctx)
+    });
+    match report {
+        Ok(report) => say(&format!(
+            "provisioning: {}",
+            report.summary().trim_start_matches("keel-provision: ")
+        )),
+        Err(_) => say("provisioning: the local stage panicked; booting without it"),
+    }
 }
 
 /// Step 8 (before STATE): move the API filesystems into /sysroot, free the initramfs and

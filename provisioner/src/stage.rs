@@ -1,0 +1,193 @@
+//! A provisioning stage from end to end: find the datasource, parse its user-data, apply it to
+//! the root, and record what happened in `/run/keel/provision.json` and one console line.
+//!
+//! The local stage runs in the initramfs on first boot (config drive, NoCloud, fw_cfg, the
+//! kernel command line); the network stage runs as a systemd service once the network is up
+//! (metadata services, URLs). Each stage remembers a digest of what it applied, so a later boot
+//! with the same config changes nothing — users are not re-created, edited files are not
+//! overwritten — while a changed config is applied again.
+
+use crate::apply::{self, ApplyReport};
+use crate::cloudconfig::{has_errors, Diagnostic};
+use crate::datasource::{self, Context, Fetched};
+use crate::userdata::parse_user_data;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Local,
+    Network,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Local => "local",
+            Stage::Network => "network",
+        }
+    }
+}
+
+/// Where, under the root, the record of the last applied config per stage lives (on STATE).
+pub const APPLIED_DIR: &str = "var/lib/keel/provision";
+/// The machine-readable report of this boot's stages (on the /run tmpfs).
+pub const REPORT_FILE: &str = "run/keel/provision.json";
+
+/// What one stage did; one entry of provision.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: Stage,
+    /// The datasource the user-data came from, e.g. "nocloud:/dev/vdb"; None when no source
+    /// was present.
+    pub source: Option<String>,
+    /// The config was the same as the one this stage applied on an earlier boot.
+    pub unchanged_since_last_boot: bool,
+    /// Parser findings (errors keep their user-data line).
+    pub diagnostics: Vec<Diagnostic>,
+    pub applied: Option<ApplyReport>,
+    /// Failures that are not about one user-data line: the datasource, the root, the record.
+    pub errors: Vec<String>,
+}
+
+impl StageReport {
+    fn new(stage: Stage) -> StageReport {
+        StageReport {
+            stage,
+            source: None,
+            unchanged_since_last_boot: false,
+            diagnostics: Vec::new(),
+            applied: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// The one line a stage prints on the console.
+    pub fn summary(&self) -> String {
+        let stage = self.stage.name();
+        let Some(source) = &self.source else {
+            return match self.errors.first() {
+                Some(e) => format!("keel-provision: {stage} stage: datasource failed: {e}"),
+                None => format!("keel-provision: {stage} stage: no datasource found"),
+            };
+        };
+        if self.unchanged_since_last_boot {
+            return format!("keel-provision: {stage} stage: config from {source} unchanged since it was applied; nothing to do");
+        }
+        let parse_errors = self
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == crate::cloudconfig::Kind::Error)
+            .count();
+        let (changes, apply_errors) = self
+            .applied
+            .as_ref()
+            .map_or((0, 0), |r| (r.changed.len(), r.errors.len()));
+        format!(
+            "keel-provision: {stage} stage: applied config from {source}: {changes} changes, {} errors (details in /{REPORT_FILE})",
+            parse_errors + apply_errors + self.errors.len()
+        )
+    }
+}
+
+fn digest(fetched: &Fetched) -> String {
+    let mut h = Sha256::new();
+    h.update(fetched.source.as_bytes());
+    h.update(b"\0");
+    h.update(fetched.user_data.as_deref().unwrap_or_default());
+    h.update(b"\0");
+    // Metadata feeds $private_ipv4, keys and the hostname: a change there is a config change.
+    h.update(format!("{:?}", fetched.metadata).as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Writes `data` beside `path` and renames it into place.
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
+/// Runs `stage` with `sources` against `root`: the pieces the boot and the tests share.
+pub fn run_with_sources(
+    stage: Stage,
+    root: &Path,
+    sources: &[Box<dyn datasource::Datasource>],
+) -> StageReport {
+    let mut report = StageReport::new(stage);
+    let fetched = match datasource::first_available(sources) {
+        None => return record(root, report),
+        Some(Err(e)) => {
+            report.errors.push(e.to_string());
+            return record(root, report);
+        }
+        Some(Ok(f)) => f,
+    };
+    report.source = Some(fetched.source.clone());
+
+    let applied_record = root
+        .join(APPLIED_DIR)
+        .join(format!("{}.sha256", stage.name()));
+    let digest = digest(&fetched);
+    if fs::read_to_string(&applied_record).is_ok_and(|d| d.trim() == digest) {
+        report.unchanged_since_last_boot = true;
+        return record(root, report);
+    }
+
+    let (user_data, diagnostics) =
+        parse_user_data(fetched.user_data.as_deref().unwrap_or_default());
+    let parse_failed = has_errors(&diagnostics);
+    report.diagnostics = diagnostics;
+    // Errors in one item (a bad encoding, a wrong unit command) are reported by line and the
+    // rest is still applied; only a document that did not parse at all applies nothing beyond
+    // what the metadata gives (hostname, keys).
+    match apply::apply_to_root(root, &user_data, &fetched.metadata) {
+        Ok(applied) => report.applied = Some(applied),
+        Err(e) => report.errors.push(e.to_string()),
+    }
+    if !parse_failed && report.errors.is_empty() {
+        if let Err(e) = write_atomic(&applied_record, format!("{digest}\n").as_bytes()) {
+            report.errors.push(format!(
+                "recording the applied config in {}: {e}",
+                applied_record.display()
+            ));
+        }
+    }
+    record(root, report)
+}
+
+/// Runs `stage` with the sources the context names.
+pub fn run(stage: Stage, root: &Path, ctx: &Context) -> StageReport {
+    let sources = match stage {
+        Stage::Local => datasource::local_sources(ctx),
+        Stage::Network => datasource::network_sources(ctx),
+    };
+    run_with_sources(stage, root, &sources)
+}
+
+/// Adds `report` to provision.json (keeping the other stage's entry) and returns it.
+fn record(root: &Path, mut report: StageReport) -> StageReport {
+    let path: PathBuf = root.join(REPORT_FILE);
+    let mut all: serde_json::Map<String, serde_json::Value> = fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.insert(
+        report.stage.name().to_string(),
+        serde_json::to_value(&report).expect("report serialises"),
+    );
+    let json = serde_json::to_vec_pretty(&all).expect("map serialises");
+    if let Err(e) = write_atomic(&path, &json) {
+        report
+            .errors
+            .push(format!("writing {}: {e}", path.display()));
+    }
+    report
+}

@@ -1,0 +1,121 @@
+//! A stage end to end on a temp root: datasource → parse → apply → provision.json, and a
+//! second boot with the same config changes nothing while a changed config is applied.
+
+use provisioner::datasource::file::LocalFile;
+use provisioner::datasource::Datasource;
+use provisioner::stage::{run_with_sources, Stage, REPORT_FILE};
+use serde_json::Value;
+use std::fs;
+use std::path::Path;
+
+fn minimal_root(root: &Path) {
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\nusers:x:100:\n").unwrap();
+    fs::write(root.join("etc/gshadow"), "root:*::\nusers:*::\n").unwrap();
+    fs::create_dir_all(root.join("var/home")).unwrap();
+    std::os::unix::fs::symlink("var/home", root.join("home")).unwrap();
+}
+
+fn sources(path: &Path) -> Vec<Box<dyn Datasource>> {
+    vec![Box::new(LocalFile::new(path))]
+}
+
+fn report(root: &Path) -> Value {
+    serde_json::from_slice(&fs::read(root.join(REPORT_FILE)).unwrap()).unwrap()
+}
+
+const CONFIG: &str = "#cloud-config
+hostname: node1.example
+write_files:
+  - path: /etc/motd
+    content: hello
+";
+
+#[test]
+fn applies_once_then_leaves_an_unchanged_config_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    minimal_root(&root);
+    let user_data = dir.path().join("user-data");
+    fs::write(&user_data, CONFIG).unwrap();
+
+    let first = run_with_sources(Stage::Local, &root, &sources(&user_data));
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "node1\n"
+    );
+    assert_eq!(fs::read_to_string(root.join("etc/motd")).unwrap(), "hello");
+    assert!(
+        first.summary().contains("applied config from"),
+        "{}",
+        first.summary()
+    );
+    let json = report(&root);
+    assert!(
+        json["local"]["applied"]["changed"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2,
+        "{json}"
+    );
+
+    // The operator edits a file the config wrote; the next boot must not overwrite it.
+    fs::write(root.join("etc/motd"), "edited").unwrap();
+    let second = run_with_sources(Stage::Local, &root, &sources(&user_data));
+    assert!(second.unchanged_since_last_boot);
+    assert_eq!(fs::read_to_string(root.join("etc/motd")).unwrap(), "edited");
+    assert!(
+        second.summary().contains("unchanged"),
+        "{}",
+        second.summary()
+    );
+
+    // A changed config is applied again.
+    fs::write(&user_data, CONFIG.replace("hello", "hello again")).unwrap();
+    let third = run_with_sources(Stage::Local, &root, &sources(&user_data));
+    assert!(!third.unchanged_since_last_boot);
+    assert_eq!(
+        fs::read_to_string(root.join("etc/motd")).unwrap(),
+        "hello again"
+    );
+}
+
+#[test]
+fn a_broken_config_is_reported_with_its_line_and_the_stage_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    minimal_root(&root);
+    let user_data = dir.path().join("user-data");
+    fs::write(&user_data, "#cloud-config\nhostname: ok\ncoreos:\n  units:\n    - name: a.service\n      command: launch\n").unwrap();
+    let r = run_with_sources(Stage::Network, &root, &sources(&user_data));
+    let json = report(&root);
+    let diags = json["network"]["diagnostics"].as_array().unwrap();
+    assert!(
+        diags.iter().any(|d| d["kind"] == "error" && d["line"] == 6),
+        "expected an error at line 6: {json}"
+    );
+    assert!(r.summary().contains("errors"), "{}", r.summary());
+    // What is valid still applied.
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "ok\n"
+    );
+}
+
+#[test]
+fn no_datasource_is_recorded_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    minimal_root(&root);
+    let r = run_with_sources(Stage::Local, &root, &sources(&dir.path().join("absent")));
+    assert!(r.source.is_none());
+    assert_eq!(
+        r.summary(),
+        "keel-provision: local stage: no datasource found"
+    );
+    assert!(report(&root)["local"].is_object());
+}
