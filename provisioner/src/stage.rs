@@ -8,7 +8,7 @@
 //! overwritten — while a changed config is applied again.
 
 use crate::apply::{self, ApplyReport};
-use crate::cloudconfig::{has_errors, Diagnostic};
+use crate::cloudconfig::{has_errors, CloudConfig, Coreos, Diagnostic, Metadata, UserData};
 use crate::datasource::{self, Context, Fetched};
 use crate::userdata::parse_user_data;
 use serde::Serialize;
@@ -136,13 +136,23 @@ pub fn run_with_sources(
         .join(APPLIED_DIR)
         .join(format!("{}.sha256", stage.name()));
     let digest = digest(&fetched);
-    if fs::read_to_string(&applied_record).is_ok_and(|d| d.trim() == digest) {
-        report.unchanged_since_last_boot = true;
-        return record(root, report);
-    }
-
     let (user_data, diagnostics) =
         parse_user_data(fetched.user_data.as_deref().unwrap_or_default());
+    if fs::read_to_string(&applied_record).is_ok_and(|d| d.trim() == digest) {
+        // Same config as last time: what lives on STATE stays as the operator left it, but
+        // /run is new every boot, so its part of the config is written again.
+        report.unchanged_since_last_boot = true;
+        let metadata = Metadata {
+            hostname: None,
+            ssh_public_keys: Vec::new(),
+            ..fetched.metadata.clone()
+        };
+        match apply::apply_to_root(root, &runtime_part(&user_data), &metadata) {
+            Ok(applied) => report.applied = Some(applied),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        return record(root, report);
+    }
     let parse_failed = has_errors(&diagnostics);
     report.diagnostics = diagnostics;
     // Errors in one item (a bad encoding, a wrong unit command) are reported by line and the
@@ -161,6 +171,33 @@ pub fn run_with_sources(
         }
     }
     record(root, report)
+}
+
+/// The part of a config whose output lives under /run: the etcd, etcd2, fleet, locksmith
+/// drop-ins, flannel's options and runtime units.
+fn runtime_part(user_data: &UserData) -> UserData {
+    match user_data {
+        UserData::CloudConfig(c) => UserData::CloudConfig(CloudConfig {
+            coreos: Coreos {
+                etcd: c.coreos.etcd.clone(),
+                etcd2: c.coreos.etcd2.clone(),
+                fleet: c.coreos.fleet.clone(),
+                flannel: c.coreos.flannel.clone(),
+                locksmith: c.coreos.locksmith.clone(),
+                units: c
+                    .coreos
+                    .units
+                    .iter()
+                    .filter(|u| u.runtime)
+                    .cloned()
+                    .collect(),
+                ..Coreos::default()
+            },
+            ..CloudConfig::default()
+        }),
+        UserData::Multipart(parts) => UserData::Multipart(parts.iter().map(runtime_part).collect()),
+        UserData::Script(_) | UserData::Empty => UserData::Empty,
+    }
 }
 
 /// Runs `stage` with the sources the context names.

@@ -31,7 +31,12 @@ hostname: node1.example
 write_files:
   - path: /etc/motd
     content: hello
+coreos:
+  etcd2:
+    name: node1
 ";
+
+const ETCD2_DROPIN: &str = "run/systemd/system/etcd2.service.d/20-cloudinit.conf";
 
 #[test]
 fn applies_once_then_leaves_an_unchanged_config_alone() {
@@ -63,11 +68,20 @@ fn applies_once_then_leaves_an_unchanged_config_alone() {
         "{json}"
     );
 
-    // The operator edits a file the config wrote; the next boot must not overwrite it.
+    assert!(fs::read_to_string(root.join(ETCD2_DROPIN))
+        .unwrap()
+        .contains("ETCD_NAME=node1"));
+
+    // The operator edits a file the config wrote and the machine reboots (/run is empty
+    // again): the file is kept, the /run drop-in comes back.
     fs::write(root.join("etc/motd"), "edited").unwrap();
+    fs::remove_dir_all(root.join("run")).unwrap();
     let second = run_with_sources(Stage::Local, &root, &sources(&user_data));
     assert!(second.unchanged_since_last_boot);
     assert_eq!(fs::read_to_string(root.join("etc/motd")).unwrap(), "edited");
+    assert!(fs::read_to_string(root.join(ETCD2_DROPIN))
+        .unwrap()
+        .contains("ETCD_NAME=node1"));
     assert!(
         second.summary().contains("unchanged"),
         "{}",

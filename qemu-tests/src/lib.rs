@@ -171,9 +171,19 @@ impl Manifest {
 
 /// Boots `disk` (never modified) with the test key, keeping QEMU's files in `work_dir`.
 pub fn start_vm(disk: &Path, work_dir: &Path) -> Result<Vm, HarnessError> {
+    start_vm_with(disk, work_dir, |_| {})
+}
+
+/// Like [`start_vm`], with `adjust` changing the configuration first (extra drives, fw_cfg).
+pub fn start_vm_with(
+    disk: &Path,
+    work_dir: &Path,
+    adjust: impl FnOnce(&mut VmConfig),
+) -> Result<Vm, HarnessError> {
     let key = test_key()?;
     let mut cfg = VmConfig::new(disk, work_dir);
     cfg.ssh_key = Some(key);
+    adjust(&mut cfg);
     let vm = Vm::start(cfg)?;
     eprintln!(
         "booting {} with {} (serial log {})",

@@ -127,6 +127,7 @@ pub struct Vm {
     cursor: Mutex<usize>,
     ssh_port: u16,
     ssh_key: Option<PathBuf>,
+    ssh_user: String,
     accel: Accel,
     work_dir: PathBuf,
     started: Instant,
@@ -254,6 +255,7 @@ impl Vm {
             cursor: Mutex::new(0),
             ssh_port: launch.ssh_port,
             ssh_key,
+            ssh_user: "root".into(),
             accel: launch.accel,
             work_dir: work_dir.to_path_buf(),
             started,
@@ -399,7 +401,12 @@ impl Vm {
         }
     }
 
-    /// Runs `command` as root in the guest; a non-zero exit is not an error here.
+    /// Logs in as `user` from now on (root by default), with the same key.
+    pub fn set_ssh_user(&mut self, user: &str) {
+        self.ssh_user = user.to_string();
+    }
+
+    /// Runs `command` in the guest as the SSH user; a non-zero exit is not an error here.
     pub fn ssh(&self, command: &str) -> Result<Output, VmError> {
         self.ssh_timeout(command, DEFAULT_SSH_TIMEOUT)
     }
@@ -436,9 +443,13 @@ impl Vm {
     /// The ssh invocation for `command` (for running it, or showing it to a person).
     pub fn ssh_command(&self, command: &str) -> Command {
         let mut cmd = Command::new("ssh");
-        cmd.args(ssh::options(self.ssh_key.as_deref(), self.ssh_port))
-            .arg(command)
-            .stdin(Stdio::null());
+        cmd.args(ssh::options(
+            self.ssh_key.as_deref(),
+            self.ssh_port,
+            &self.ssh_user,
+        ))
+        .arg(command)
+        .stdin(Stdio::null());
         cmd
     }
 

@@ -9,7 +9,7 @@ use super::VmError;
 
 /// Options for a throwaway guest: its host key changes with every image, so it is neither
 /// checked nor remembered, and BatchMode makes a missing key fail instead of prompting.
-pub fn options(key: Option<&Path>, port: u16) -> Vec<String> {
+pub fn options(key: Option<&Path>, port: u16, user: &str) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(key) = key {
         args.push("-i".to_string());
@@ -33,13 +33,13 @@ pub fn options(key: Option<&Path>, port: u16) -> Vec<String> {
         args.push("-o".to_string());
         args.push(opt.to_string());
     }
-    args.push("root@127.0.0.1".to_string());
+    args.push(format!("{user}@127.0.0.1"));
     args
 }
 
 pub fn login_line(key: Option<&Path>, port: u16) -> String {
     let mut line = String::from("ssh");
-    for arg in options(key, port) {
+    for arg in options(key, port, "root") {
         line.push(' ');
         line.push_str(&shell_quote(&arg));
     }
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn options_carry_key_port_and_batch_mode() {
-        let args = options(Some(Path::new("/k/id")), 2222);
+        let args = options(Some(Path::new("/k/id")), 2222, "root");
         let joined = args.join(" ");
         assert!(joined.starts_with("-i /k/id -o IdentitiesOnly=yes -p 2222 "));
         for needed in [
