@@ -176,7 +176,7 @@ fn a_broken_config_from_fw_cfg_still_boots_and_reports_its_line() -> Result<()> 
         &user_data,
         "#cloud-config\nhostname: keel-fwcfg\ncoreos:\n  units:\n    - name: x.service\n      command: launch\n",
     )?;
-    let mut vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
+    let vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
         cfg.fw_cfg
             .push(("opt/org.keel/user-data".into(), user_data.clone()))
     })?;
