@@ -7,6 +7,7 @@ export KEEL_CACHE_DIR
 TARGET      := x86_64-unknown-linux-gnu
 KEEL        := $(CARGO_TARGET_DIR)/release/keel
 export KEEL_INIT := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-init
+export KEEL_PROVISION := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-provision
 TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
@@ -34,7 +35,7 @@ deps:
 # scripts dynamic while the binary is static).
 tools: deps
 	cargo build --release -p keel-image --bin keel
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision --target $(TARGET)
 
 $(TEST_KEY):
 	mkdir -p $(dir $@)
@@ -42,7 +43,7 @@ $(TEST_KEY):
 
 # The test key is injected at build time for now; the provisioner replaces this later.
 image: tools $(TEST_KEY)
-	$(KEEL) build configs/image.yaml --out $(OUT) --init $(KEEL_INIT) --authorized-key $(TEST_KEY).pub
+	$(KEEL) build configs/image.yaml --out $(OUT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) --authorized-key $(TEST_KEY).pub
 
 lint:
 	cargo fmt --all -- --check

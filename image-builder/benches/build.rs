@@ -21,6 +21,8 @@ fn build(ws: &Path, cache: &Path, out: &Path) -> Value {
         .arg(cache)
         .arg("--init")
         .arg(t.join("x86_64-unknown-linux-gnu/release/keel-init"))
+        .arg("--provision")
+        .arg(t.join("x86_64-unknown-linux-gnu/release/keel-provision"))
         .status()
         .expect("run keel build (make tools first)");
     assert!(status.success(), "keel build failed");

@@ -44,8 +44,8 @@ pub enum BuildError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0} is not a static executable (it needs a dynamic loader, which the initramfs does not have): build it with RUSTFLAGS='-C target-feature=+crt-static' --target x86_64-unknown-linux-gnu, or run `make image`")]
     InitNotStatic(PathBuf),
-    #[error("keel-init binary not found at {0}: build it first (`make image` does)")]
-    InitMissing(PathBuf),
+    #[error("Keel binary not found at {0}: build it first (`make tools` does)")]
+    BinaryMissing(PathBuf),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -63,6 +63,8 @@ pub struct BuildOptions {
     pub overlays_dir: PathBuf,
     /// The static `keel-init` binary.
     pub init_binary: PathBuf,
+    /// `keel-provision`, installed as /usr/bin/keel-provision (the network stage).
+    pub provision_binary: PathBuf,
     /// Public keys allowed to log in as root (the VM tests inject theirs here for now).
     pub authorized_keys: Vec<PathBuf>,
     /// Also write the compressed qcow2.
@@ -182,8 +184,10 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
 
     let step = steps.start("checking host tools");
     tools::check_all()?;
-    if !opts.init_binary.is_file() {
-        return Err(BuildError::InitMissing(opts.init_binary.clone()));
+    for binary in [&opts.init_binary, &opts.provision_binary] {
+        if !binary.is_file() {
+            return Err(BuildError::BinaryMissing(binary.clone()));
+        }
     }
     let init_bytes = fs::read(&opts.init_binary).map_err(io_at(&opts.init_binary))?;
     if !is_static_elf(&init_bytes) {
@@ -236,6 +240,11 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     stage::install_file(
         &opts.init_binary,
         &root.join("usr/lib/keel/keel-init"),
+        0o755,
+    )?;
+    stage::install_file(
+        &opts.provision_binary,
+        &root.join("usr/bin/keel-provision"),
         0o755,
     )?;
     let kernel = stage::take_kernel(&root, &release, &scratch.0)?;

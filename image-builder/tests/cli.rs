@@ -29,7 +29,7 @@ fn a_spec_typo_names_file_line_and_key() {
         .arg(&spec)
         .arg("--out")
         .arg(dir.path().join("out"))
-        .args(["--init", "/bin/true"])
+        .args(["--init", "/bin/true", "--provision", "/bin/true"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -62,7 +62,7 @@ fn a_wrong_type_names_the_line() {
     let out = keel()
         .arg("build")
         .arg(&spec)
-        .args(["--init", "/bin/true"])
+        .args(["--init", "/bin/true", "--provision", "/bin/true"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -84,7 +84,7 @@ fn a_missing_host_tool_names_its_debian_package() {
     let out = keel()
         .arg("build")
         .arg(&spec)
-        .args(["--init", "/bin/true"])
+        .args(["--init", "/bin/true", "--provision", "/bin/true"])
         .env("PATH", dir.path())
         .output()
         .unwrap();

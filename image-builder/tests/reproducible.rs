@@ -53,6 +53,8 @@ fn build(out: &Path, overlays: &Path) -> Value {
         .arg(overlays)
         .arg("--init")
         .arg(init_bin())
+        .arg("--provision")
+        .arg(init_bin().with_file_name("keel-provision"))
         .arg("--no-qcow2")
         .status()
         .unwrap();

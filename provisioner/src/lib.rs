@@ -7,4 +7,5 @@ pub mod cloudconfig;
 pub mod datasource;
 pub mod init;
 pub mod stage;
+pub mod systemd;
 pub mod userdata;

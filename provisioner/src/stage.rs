@@ -8,7 +8,9 @@
 //! overwritten — while a changed config is applied again.
 
 use crate::apply::{self, ApplyReport};
-use crate::cloudconfig::{has_errors, CloudConfig, Coreos, Diagnostic, Metadata, UserData};
+use crate::cloudconfig::{
+    has_errors, CloudConfig, Coreos, Diagnostic, Metadata, UnitCommand, UserData,
+};
 use crate::datasource::{self, Context, Fetched};
 use crate::userdata::parse_user_data;
 use serde::Serialize;
@@ -148,7 +150,14 @@ pub fn run_with_sources(
             ..fetched.metadata.clone()
         };
         match apply::apply_to_root(root, &runtime_part(&user_data), &metadata) {
-            Ok(applied) => report.applied = Some(applied),
+            Ok(mut applied) => {
+                // Unit commands run every boot, as on Container Linux ("command: start" is
+                // how etcd2 comes up); the runtime units' ones are already in the report.
+                applied
+                    .units_to_run
+                    .extend(persistent_unit_commands(&user_data));
+                report.applied = Some(applied);
+            }
             Err(e) => report.errors.push(e.to_string()),
         }
         return record(root, report);
@@ -198,6 +207,81 @@ fn runtime_part(user_data: &UserData) -> UserData {
         UserData::Multipart(parts) => UserData::Multipart(parts.iter().map(runtime_part).collect()),
         UserData::Script(_) | UserData::Empty => UserData::Empty,
     }
+}
+
+/// (unit, command word) of the units that are not runtime units, in config order.
+fn persistent_unit_commands(user_data: &UserData) -> Vec<(String, String)> {
+    match user_data {
+        UserData::CloudConfig(c) => c
+            .coreos
+            .units
+            .iter()
+            .filter(|u| !u.runtime)
+            .filter_map(|u| Some((u.name.clone(), command_word(u.command?).to_string())))
+            .collect(),
+        UserData::Multipart(parts) => parts.iter().flat_map(persistent_unit_commands).collect(),
+        UserData::Script(_) | UserData::Empty => Vec::new(),
+    }
+}
+
+fn command_word(c: UnitCommand) -> &'static str {
+    match c {
+        UnitCommand::Start => "start",
+        UnitCommand::Stop => "stop",
+        UnitCommand::Restart => "restart",
+        UnitCommand::Reload => "reload",
+        UnitCommand::TryRestart => "try-restart",
+        UnitCommand::ReloadOrRestart => "reload-or-restart",
+        UnitCommand::ReloadOrTryRestart => "reload-or-try-restart",
+    }
+}
+
+/// The unit commands this boot's stages collected (the local stage ran before systemd did),
+/// from provision.json, in stage order.
+pub fn pending_unit_commands(root: &Path) -> Vec<(String, String)> {
+    let report: serde_json::Value = fs::read(root.join(REPORT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut commands = Vec::new();
+    for stage in [Stage::Local, Stage::Network] {
+        for pair in report[stage.name()]["applied"]["units_to_run"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(unit), Some(word)) = (pair[0].as_str(), pair[1].as_str()) {
+                commands.push((unit.to_string(), word.to_string()));
+            }
+        }
+    }
+    commands
+}
+
+/// The network stage as the boot runs it: fetch and apply, then have systemd reload and
+/// carry out both stages' unit commands. Returns the console lines to print.
+pub fn run_network_boot(ctx: &Context) -> Vec<String> {
+    let root = Path::new("/");
+    let report = run(Stage::Network, root, ctx);
+    let mut lines = vec![report.summary()];
+    let commands = pending_unit_commands(root);
+    let systemd = match crate::systemd::Systemd::connect() {
+        Ok(s) => s,
+        Err(e) => {
+            lines.push(format!("keel-provision: cannot reach systemd: {e}"));
+            return lines;
+        }
+    };
+    if let Err(e) = systemd.reload() {
+        lines.push(format!("keel-provision: {e}"));
+    }
+    for (unit, word) in commands {
+        match systemd.run_command(&unit, &word) {
+            Ok(()) => lines.push(format!("keel-provision: {word} {unit}")),
+            Err(e) => lines.push(format!("keel-provision: {e}")),
+        }
+    }
+    lines
 }
 
 /// Runs `stage` with the sources the context names.

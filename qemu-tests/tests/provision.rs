@@ -95,6 +95,13 @@ coreos:
           content: |
             [Service]
             Environment=GREETING=hi-from-dropin
+    - name: keel-cmd.service
+      command: start
+      content: |
+        [Service]
+        Type=oneshot
+        RemainAfterExit=yes
+        ExecStart=/bin/touch /run/keel-cmd
 "#,
         b64 = b64(b"base64 text"),
         gzb64 = gzip_b64(b"gzip text"),
@@ -143,6 +150,11 @@ fn nocloud_config_is_applied_on_first_boot() -> Result<()> {
     )?;
     check("systemctl is-active keel-hello.service", "active")?;
     check("cat /run/keel-hello", "hi-from-dropin")?;
+    // Not enabled: only the network stage's D-Bus StartUnit can have started it.
+    check(
+        "for i in $(seq 30); do systemctl is-active -q keel-cmd.service && break; sleep 1; done; systemctl is-active keel-cmd.service",
+        "active",
+    )?;
     let dropin = vm.ssh_ok("cat /run/systemd/system/etcd2.service.d/20-cloudinit.conf")?;
     ensure!(
         dropin.contains("Environment=\"ETCD_NAME=node1\""),

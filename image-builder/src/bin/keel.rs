@@ -41,6 +41,9 @@ struct BuildArgs {
     /// The static keel-init binary to use as the initramfs's /init.
     #[arg(long, env = "KEEL_INIT")]
     init: PathBuf,
+    /// The keel-provision binary (the boot-time network stage).
+    #[arg(long, env = "KEEL_PROVISION")]
+    provision: PathBuf,
     /// A public key allowed to log in as root over SSH (may be repeated).
     #[arg(long = "authorized-key")]
     authorized_keys: Vec<PathBuf>,
@@ -85,6 +88,7 @@ fn main() -> Result<()> {
                 cache_dir: a.cache_dir,
                 overlays_dir: overlays,
                 init_binary: a.init,
+                provision_binary: a.provision,
                 authorized_keys: a.authorized_keys,
                 qcow2: !a.no_qcow2,
             })

@@ -38,6 +38,10 @@ enum Commands {
         /// The user-data file.
         file: PathBuf,
     },
+    /// The boot-time network stage (run by keel-provision-network.service): fetch user-data
+    /// from the network datasources, apply it to /, then have systemd reload and run the
+    /// units' commands. The local stage runs inside keel-init.
+    Boot,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,13 @@ fn main() -> ExitCode {
             metadata_json,
             file,
         } => apply(&root, metadata_json.as_deref(), &file),
+        Commands::Boot => {
+            let ctx = provisioner::datasource::Context::from_system();
+            for line in provisioner::stage::run_network_boot(&ctx) {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
