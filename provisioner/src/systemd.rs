@@ -10,13 +10,14 @@ const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
+    // zbus errors are large; boxed so every Result here stays small.
     #[error("connecting to the system bus: {0}")]
-    Connect(#[source] zbus::Error),
+    Connect(#[source] Box<zbus::Error>),
     #[error("systemd {method}: {source}")]
     Call {
         method: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("unit {unit}: `{word}` is not a unit command")]
     UnknownCommand { unit: String, word: String },
@@ -29,7 +30,7 @@ pub struct Systemd {
 impl Systemd {
     pub fn connect() -> Result<Systemd, SystemdError> {
         Ok(Systemd {
-            bus: Connection::system().map_err(SystemdError::Connect)?,
+            bus: Connection::system().map_err(|e| SystemdError::Connect(Box::new(e)))?,
         })
     }
 
@@ -39,7 +40,7 @@ impl Systemd {
             .call_method(Some(DESTINATION), PATH, Some(MANAGER), "Reload", &())
             .map_err(|source| SystemdError::Call {
                 method: "Reload".into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
@@ -62,7 +63,7 @@ impl Systemd {
             )
             .map_err(|source| SystemdError::Call {
                 method: format!("{method} {unit}"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
