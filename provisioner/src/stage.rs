@@ -8,9 +8,7 @@
 //! overwritten — while a changed config is applied again.
 
 use crate::apply::{self, ApplyReport};
-use crate::cloudconfig::{
-    has_errors, CloudConfig, Coreos, Diagnostic, Metadata, UnitCommand, UserData,
-};
+use crate::cloudconfig::{has_errors, CloudConfig, Coreos, Diagnostic, Metadata, UserData};
 use crate::datasource::{self, Context, Fetched};
 use crate::userdata::parse_user_data;
 use serde::Serialize;
@@ -217,22 +215,10 @@ fn persistent_unit_commands(user_data: &UserData) -> Vec<(String, String)> {
             .units
             .iter()
             .filter(|u| !u.runtime)
-            .filter_map(|u| Some((u.name.clone(), command_word(u.command?).to_string())))
+            .filter_map(|u| Some((u.name.clone(), u.command?.word().to_string())))
             .collect(),
         UserData::Multipart(parts) => parts.iter().flat_map(persistent_unit_commands).collect(),
         UserData::Script(_) | UserData::Empty => Vec::new(),
-    }
-}
-
-fn command_word(c: UnitCommand) -> &'static str {
-    match c {
-        UnitCommand::Start => "start",
-        UnitCommand::Stop => "stop",
-        UnitCommand::Restart => "restart",
-        UnitCommand::Reload => "reload",
-        UnitCommand::TryRestart => "try-restart",
-        UnitCommand::ReloadOrRestart => "reload-or-restart",
-        UnitCommand::ReloadOrTryRestart => "reload-or-try-restart",
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::fsutil::{Attrs, FsError};
 use super::Applier;
-use crate::cloudconfig::model::{Unit, UnitCommand};
+use crate::cloudconfig::model::Unit;
 
 /// Where `systemctl enable` looks for unit files, in its order of precedence.
 const UNIT_SEARCH_PATH: &[&str] = &[
@@ -32,18 +32,6 @@ pub enum UnitError {
     NotFound { unit: String },
     #[error("unit {unit}: cannot enable it: {path} is masked")]
     Masked { unit: String, path: String },
-}
-
-pub fn command_word(command: UnitCommand) -> &'static str {
-    match command {
-        UnitCommand::Start => "start",
-        UnitCommand::Stop => "stop",
-        UnitCommand::Restart => "restart",
-        UnitCommand::Reload => "reload",
-        UnitCommand::TryRestart => "try-restart",
-        UnitCommand::ReloadOrRestart => "reload-or-restart",
-        UnitCommand::ReloadOrTryRestart => "reload-or-try-restart",
-    }
 }
 
 /// coreos-cloudinit's unit groups: network units belong to systemd-networkd.
@@ -78,7 +66,7 @@ pub fn apply(applier: &mut Applier, units: &[Unit]) {
             applier
                 .report
                 .units_to_run
-                .push((unit.name.clone(), command_word(command).to_string()));
+                .push((unit.name.clone(), command.word().to_string()));
         }
     }
     // coreos-cloudinit restarts networkd instead of running commands on network units.

@@ -141,6 +141,19 @@ impl UnitCommand {
         })
     }
 
+    /// The word as cloud-config and `systemctl` spell it.
+    pub fn word(self) -> &'static str {
+        match self {
+            UnitCommand::Start => "start",
+            UnitCommand::Stop => "stop",
+            UnitCommand::Restart => "restart",
+            UnitCommand::Reload => "reload",
+            UnitCommand::TryRestart => "try-restart",
+            UnitCommand::ReloadOrRestart => "reload-or-restart",
+            UnitCommand::ReloadOrTryRestart => "reload-or-try-restart",
+        }
+    }
+
     /// The systemd D-Bus Manager method that carries it out.
     pub fn dbus_method(self) -> &'static str {
         match self {
