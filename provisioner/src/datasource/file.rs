@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Datasource, DatasourceError, Fetched, Metadata};
+use super::{Datasource, DatasourceError, Fetched};
 
 pub const DEFAULT_USER_DATA_FILE: &str = "/var/lib/keel/user-data";
 const NAME: &str = "file";
@@ -30,15 +30,6 @@ impl Datasource for LocalFile {
     }
 
     fn fetch(&self) -> Result<Fetched, DatasourceError> {
-        let user_data = std::fs::read(&self.path).map_err(|error| DatasourceError::Read {
-            datasource: NAME.to_string(),
-            path: self.path.clone(),
-            error,
-        })?;
-        Ok(Fetched {
-            source: format!("{NAME}:{}", self.path.display()),
-            user_data: Some(user_data),
-            metadata: Metadata::default(),
-        })
+        super::fetch_user_data_file(NAME, &self.path, format!("{NAME}:{}", self.path.display()))
     }
 }

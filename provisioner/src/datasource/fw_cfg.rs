@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{Context, Datasource, DatasourceError, Fetched, Metadata};
+use super::{Context, Datasource, DatasourceError, Fetched};
 
 pub const USER_DATA_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.keel/user-data/raw";
 const NAME: &str = "fw-cfg";
@@ -30,15 +30,6 @@ impl Datasource for FwCfg {
     }
 
     fn fetch(&self) -> Result<Fetched, DatasourceError> {
-        let user_data = std::fs::read(&self.path).map_err(|error| DatasourceError::Read {
-            datasource: NAME.to_string(),
-            path: self.path.clone(),
-            error,
-        })?;
-        Ok(Fetched {
-            source: format!("{NAME}:opt/org.keel/user-data"),
-            user_data: Some(user_data),
-            metadata: Metadata::default(),
-        })
+        super::fetch_user_data_file(NAME, &self.path, format!("{NAME}:opt/org.keel/user-data"))
     }
 }

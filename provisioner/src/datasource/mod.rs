@@ -232,6 +232,24 @@ impl Context {
     }
 }
 
+/// A source whose whole answer is one file of user-data (fw_cfg, a local file).
+fn fetch_user_data_file(
+    datasource: &str,
+    path: &Path,
+    source: String,
+) -> Result<Fetched, DatasourceError> {
+    let user_data = std::fs::read(path).map_err(|error| DatasourceError::Read {
+        datasource: datasource.to_string(),
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(Fetched {
+        source,
+        user_data: Some(user_data),
+        metadata: Metadata::default(),
+    })
+}
+
 /// The local stage's sources, in the order they are tried: a config file named on the kernel
 /// command line (when it is not a URL), config drive, NoCloud, QEMU fw_cfg, the local file.
 pub fn local_sources(ctx: &Context) -> Vec<Box<dyn Datasource>> {
