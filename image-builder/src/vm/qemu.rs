@@ -286,9 +286,17 @@ mod tests {
 
     #[test]
     fn free_ports_are_nonzero_and_bindable() {
-        let port = free_loopback_port().unwrap();
-        assert_ne!(port, 0);
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        // Another test may take the port between the two binds (the very race Vm::start
+        // retries on), so one success in a few tries is what "free" means here.
+        let bindable = (0..5).any(|_| {
+            let port = free_loopback_port().unwrap();
+            assert_ne!(port, 0);
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        });
+        assert!(
+            bindable,
+            "no port from free_loopback_port could be bound again"
+        );
     }
 
     #[test]
