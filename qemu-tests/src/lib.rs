@@ -14,13 +14,10 @@ pub const INIT_STARTING: &str = "keel-init: starting";
 pub const INIT_PREFIX: &str = "keel-init: ";
 /// keel-init's fatal-error prefix (a refused root, a missing partition, ...).
 pub const INIT_FATAL: &str = "keel-init: FATAL";
-/// systemd's own status line. systemd stops printing status lines on the console once the
-/// serial getty owns it, which usually happens before multi-user is reached, so the image
-/// announces it itself (`keel: reached multi-user.target after N s`, from keel-ready.service).
-pub const MULTI_USER: &str = "Reached target multi-user.target";
-pub const KEEL_READY: &str = "keel: reached multi-user.target";
-/// Any line saying multi-user.target was reached.
-pub const MULTI_USER_MARKERS: [&str; 2] = [MULTI_USER, KEEL_READY];
+/// systemd stops printing status lines on the console once the serial getty owns it, which
+/// usually happens before multi-user is reached, so the image announces it itself
+/// (`keel: reached multi-user.target after N s`, from keel-ready.service).
+pub use keel_image::vm::{KEEL_READY, MULTI_USER, MULTI_USER_MARKERS};
 pub const KERNEL_PANIC: &str = "Kernel panic";
 
 /// Where `make image` puts the private key whose public half root accepts.

@@ -160,18 +160,18 @@ pub fn run_cli(args: &VmArgs) -> Result<(), VmError> {
 
 fn show(vm: &Vm, ssh_up: Duration) -> Result<(), VmError> {
     let lines = vm.serial_lines();
-    let first = |needle: &str| {
+    let first = |needles: &[&str]| {
         lines
             .iter()
-            .find(|l| l.text.contains(needle))
+            .find(|l| needles.iter().any(|n| l.text.contains(n)))
             .map(|l| format!("{:.1} s", l.at.as_secs_f64()))
             .unwrap_or_else(|| "not seen".into())
     };
     println!("== boot ({})", vm.accel());
-    println!("first keel-init line:  {}", first("keel-init:"));
+    println!("first keel-init line:  {}", first(&["keel-init:"]));
     println!(
         "multi-user.target:     {}",
-        first("Reached target multi-user.target")
+        first(&super::MULTI_USER_MARKERS)
     );
     println!("SSH answering:         {:.1} s", ssh_up.as_secs_f64());
 

@@ -25,6 +25,13 @@ pub use serial::{SerialLine, SerialMatch};
 
 use serial::{SerialBuffer, WaitFailure, TAIL_LINES};
 
+/// systemd's status line for multi-user.target; it shows only until a getty owns the console.
+pub const MULTI_USER: &str = "Reached target multi-user.target";
+/// What the image's keel-ready.service prints once multi-user.target is reached.
+pub const KEEL_READY: &str = "keel: reached multi-user.target";
+/// Either line means the guest reached multi-user.target.
+pub const MULTI_USER_MARKERS: [&str; 2] = [MULTI_USER, KEEL_READY];
+
 /// How long a guest may take from `systemctl reboot` to powering off.
 const REBOOT_EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 
