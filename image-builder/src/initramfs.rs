@@ -189,16 +189,12 @@ mod tests {
         i.add_file("lib/modules/6.1/kernel/x.ko", vec![7; 5], 0o644);
         let archive = i.to_cpio();
         assert_eq!(archive.len() % 4, 0);
-        let Ok(mut child) = Command::new("cpio")
+        let mut child = Command::new("cpio")
             .args(["-t", "-v", "--quiet"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-        else {
-            // bsdtar can read newc as well; without either, check the framing by hand.
-            assert!(archive.starts_with(b"070701"));
-            return;
-        };
+            .expect("cpio is missing: apt-get install cpio (make deps does)");
         child.stdin.take().unwrap().write_all(&archive).unwrap();
         let out = child.wait_with_output().unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);

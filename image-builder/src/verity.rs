@@ -6,7 +6,7 @@
 //! hash is the hash of the single top block (or of the only data block when there is one).
 
 use sha2::{Digest, Sha256};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use uuid::Uuid;
 
 pub const BLOCK_SIZE: u32 = 4096;
@@ -216,11 +216,6 @@ pub fn build(
         }
         level = next;
     }
-}
-
-/// Writes `tree.hash_device` to `out`.
-pub fn write_hash_device(tree: &HashTree, out: &mut impl Write) -> io::Result<()> {
-    out.write_all(&tree.hash_device)
 }
 
 #[cfg(test)]

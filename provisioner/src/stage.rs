@@ -14,7 +14,6 @@ use crate::userdata::parse_user_data;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,14 +104,21 @@ fn digest(fetched: &Fetched) -> String {
     hex::encode(h.finalize())
 }
 
-/// Writes `data` beside `path` and renames it into place.
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Writes a record of the stage atomically (apply's writer: temp file, sync, rename), making
+/// its folder first.
+fn write_record(path: &Path, data: &[u8]) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
+        fs::create_dir_all(parent).map_err(|e| fail(&e))?;
     }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data)?;
-    fs::rename(&tmp, path)
+    apply::write_host(
+        path,
+        &path.display().to_string(),
+        data,
+        apply::Attrs::root(0o644),
+    )
+    .map(|_| ())
+    .map_err(|e| fail(&e))
 }
 
 /// Runs `stage` with `sources` against `root`: the pieces the boot and the tests share.
@@ -170,11 +176,8 @@ pub fn run_with_sources(
         Err(e) => report.errors.push(e.to_string()),
     }
     if !parse_failed && report.errors.is_empty() {
-        if let Err(e) = write_atomic(&applied_record, format!("{digest}\n").as_bytes()) {
-            report.errors.push(format!(
-                "recording the applied config in {}: {e}",
-                applied_record.display()
-            ));
+        if let Err(e) = write_record(&applied_record, format!("{digest}\n").as_bytes()) {
+            report.errors.push(e);
         }
     }
     record(root, report)
@@ -291,10 +294,8 @@ fn record(root: &Path, mut report: StageReport) -> StageReport {
         serde_json::to_value(&report).expect("report serialises"),
     );
     let json = serde_json::to_vec_pretty(&all).expect("map serialises");
-    if let Err(e) = write_atomic(&path, &json) {
-        report
-            .errors
-            .push(format!("writing {}: {e}", path.display()));
+    if let Err(e) = write_record(&path, &json) {
+        report.errors.push(e);
     }
     report
 }

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::cloudconfig::model::{CloudConfig, Metadata, UserData};
 
-pub use fsutil::FsError;
+pub use fsutil::{write_host, Attrs, FsError};
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -65,17 +65,7 @@ fn parse_unit(walker: &mut Walker, node: &Node, path: &str) -> Option<Unit> {
             _ => walker.unknown_key(entry, path, UNIT_KEYS),
         }
     }
-    let Some(name) = name.filter(|name| !name.trim().is_empty()) else {
-        walker.error(node.line, format!("\"{path}\" has no name"));
-        return None;
-    };
-    if let Some(problem) = file_name_problem(&name) {
-        walker.error(
-            node.line,
-            format!("\"{path}.name\" \"{}\" {problem}", truncate(&name)),
-        );
-        return None;
-    }
+    let name = required_file_name(walker, node, path, name)?;
     if !name.contains('.') {
         walker.warning(
             node.line,
@@ -87,6 +77,28 @@ fn parse_unit(walker: &mut Walker, node: &Node, path: &str) -> Option<Unit> {
     }
     unit.name = name;
     Some(unit)
+}
+
+/// The `name` of a unit or drop-in: present, and usable as one file name (it becomes a path
+/// under the systemd folders). An error entry otherwise.
+fn required_file_name(
+    walker: &mut Walker,
+    node: &Node,
+    path: &str,
+    name: Option<String>,
+) -> Option<String> {
+    let Some(name) = name.filter(|name| !name.trim().is_empty()) else {
+        walker.error(node.line, format!("\"{path}\" has no name"));
+        return None;
+    };
+    if let Some(problem) = file_name_problem(&name) {
+        walker.error(
+            node.line,
+            format!("\"{path}.name\" \"{}\" {problem}", truncate(&name)),
+        );
+        return None;
+    }
+    Some(name)
 }
 
 fn parse_drop_in(walker: &mut Walker, node: &Node, path: &str) -> Option<DropIn> {
@@ -101,17 +113,7 @@ fn parse_drop_in(walker: &mut Walker, node: &Node, path: &str) -> Option<DropIn>
             _ => walker.unknown_key(entry, path, DROP_IN_KEYS),
         }
     }
-    let Some(name) = name.filter(|name| !name.trim().is_empty()) else {
-        walker.error(node.line, format!("\"{path}\" has no name"));
-        return None;
-    };
-    if let Some(problem) = file_name_problem(&name) {
-        walker.error(
-            node.line,
-            format!("\"{path}.name\" \"{}\" {problem}", truncate(&name)),
-        );
-        return None;
-    }
+    let name = required_file_name(walker, node, path, name)?;
     if content.is_none() {
         walker.warning(
             node.line,
