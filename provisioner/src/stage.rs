@@ -184,7 +184,7 @@ pub fn run_with_sources(
 }
 
 /// The part of a config whose output lives under /run: the etcd, etcd2, fleet, locksmith
-/// drop-ins, flannel's options and runtime units.
+/// drop-ins, flannel's options, runtime units and bootcmd.
 fn runtime_part(user_data: &UserData) -> UserData {
     match user_data {
         UserData::CloudConfig(c) => UserData::CloudConfig(CloudConfig {
@@ -203,6 +203,8 @@ fn runtime_part(user_data: &UserData) -> UserData {
                     .collect(),
                 ..Coreos::default()
             },
+            // bootcmd's script lives in /run and runs every boot.
+            bootcmd: c.bootcmd.clone(),
             ..CloudConfig::default()
         }),
         UserData::Multipart(parts) => UserData::Multipart(parts.iter().map(runtime_part).collect()),
@@ -225,26 +227,80 @@ fn persistent_unit_commands(user_data: &UserData) -> Vec<(String, String)> {
     }
 }
 
-/// The unit commands this boot's stages collected (the local stage ran before systemd did),
-/// from provision.json, in stage order.
-pub fn pending_unit_commands(root: &Path) -> Vec<(String, String)> {
-    let report: serde_json::Value = fs::read(root.join(REPORT_FILE))
+/// This boot's provision.json: both stages' reports (the local stage ran before systemd did).
+fn boot_report(root: &Path) -> serde_json::Value {
+    fs::read(root.join(REPORT_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let mut commands = Vec::new();
-    for stage in [Stage::Local, Stage::Network] {
-        for pair in report[stage.name()]["applied"]["units_to_run"]
-            .as_array()
+        .unwrap_or_default()
+}
+
+/// One list of both stages' apply reports, in stage order.
+fn applied_items(report: &serde_json::Value, field: &str) -> Vec<serde_json::Value> {
+    [Stage::Local, Stage::Network]
+        .iter()
+        .flat_map(|stage| {
+            report[stage.name()]["applied"][field]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The unit commands this boot's stages collected, from provision.json, in stage order.
+pub fn pending_unit_commands(root: &Path) -> Vec<(String, String)> {
+    applied_items(&boot_report(root), "units_to_run")
+        .iter()
+        .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_str()?.to_string())))
+        .collect()
+}
+
+/// A script the network stage starts as a transient unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingScript {
+    /// Path on the running system, e.g. /var/lib/keel/scripts/0123abcd.sh.
+    pub path: String,
+    /// `keel-script-<hash>.service`.
+    pub unit: String,
+    /// Where to record that a run-once script ran; None for bootcmd, which runs every boot.
+    pub ran_marker: Option<String>,
+}
+
+/// Scripts to start this boot, in order: bootcmd first (cloud-init runs it early), then runcmd
+/// and `#!` scripts that have not run on this machine yet.
+pub fn pending_scripts(root: &Path) -> Vec<PendingScript> {
+    let report = boot_report(root);
+    let paths = |field| {
+        applied_items(&report, field)
             .into_iter()
-            .flatten()
-        {
-            if let (Some(unit), Some(word)) = (pair[0].as_str(), pair[1].as_str()) {
-                commands.push((unit.to_string(), word.to_string()));
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let mut pending: Vec<PendingScript> = Vec::new();
+    let boot = paths("boot_scripts").into_iter().map(|p| (p, false));
+    let once = paths("scripts").into_iter().map(|p| (p, true));
+    for (path, run_once) in boot.chain(once) {
+        if pending.iter().any(|s| s.path == path) {
+            continue;
+        }
+        let stem = Path::new(&path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ran_marker = run_once.then(|| format!("{}.ran", path.trim_end_matches(".sh")));
+        if let Some(marker) = &ran_marker {
+            if root.join(marker.trim_start_matches('/')).exists() {
+                continue;
             }
         }
+        pending.push(PendingScript {
+            unit: format!("keel-script-{stem}.service"),
+            path,
+            ran_marker,
+        });
     }
-    commands
+    pending
 }
 
 /// The network stage as the boot runs it: fetch and apply, then have systemd reload and
@@ -253,6 +309,10 @@ pub fn run_network_boot(ctx: &Context) -> Vec<String> {
     let root = Path::new("/");
     let report = run(Stage::Network, root, ctx);
     let mut lines = vec![report.summary()];
+    // systemd read /etc/hostname long before this stage could write it.
+    if let Err(e) = adopt_static_hostname(root) {
+        lines.push(format!("keel-provision: setting the hostname: {e}"));
+    }
     let commands = pending_unit_commands(root);
     let systemd = match crate::systemd::Systemd::connect() {
         Ok(s) => s,
@@ -270,7 +330,46 @@ pub fn run_network_boot(ctx: &Context) -> Vec<String> {
             Err(e) => lines.push(format!("keel-provision: {e}")),
         }
     }
+    let mut previous: Option<String> = None;
+    for script in pending_scripts(root) {
+        match systemd.start_script(&script.unit, &script.path, previous.as_deref()) {
+            Ok(()) => {
+                lines.push(format!(
+                    "keel-provision: started {} as {}",
+                    script.path, script.unit
+                ));
+                // Recorded once the job is queued: a script runs at most once, even if the
+                // machine goes down while it runs.
+                if let Some(marker) = &script.ran_marker {
+                    if let Err(e) = write_record(&root.join(&marker[1..]), b"") {
+                        lines.push(format!("keel-provision: {e}"));
+                    }
+                }
+                previous = Some(script.unit);
+            }
+            Err(e) => lines.push(format!("keel-provision: {e}")),
+        }
+    }
     lines
+}
+
+/// Makes the running system's hostname the one in `root`'s /etc/hostname, if that differs.
+fn adopt_static_hostname(root: &Path) -> std::io::Result<()> {
+    let Ok(text) = fs::read_to_string(root.join("etc/hostname")) else {
+        return Ok(());
+    };
+    let name = text.trim();
+    let current = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if name.is_empty() || name == current.trim() {
+        return Ok(());
+    }
+    // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
+    let rc = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Runs `stage` with the sources the context names.

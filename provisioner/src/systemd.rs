@@ -3,6 +3,7 @@
 
 use crate::cloudconfig::UnitCommand;
 use zbus::blocking::Connection;
+use zbus::zvariant::Value;
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";
@@ -63,6 +64,46 @@ impl Systemd {
             )
             .map_err(|source| SystemdError::Call {
                 method: format!("{method} {unit}"),
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+
+    /// Runs the executable at `path` as the transient oneshot service `unit` (what
+    /// `systemd-run --unit` does), its output on the journal and the console. With `after`,
+    /// the script waits for that unit's job to finish first, so scripts keep their order.
+    /// Like the unit commands, this only queues the job.
+    pub fn start_script(
+        &self,
+        unit: &str,
+        path: &str,
+        after: Option<&str>,
+    ) -> Result<(), SystemdError> {
+        let exec_start = vec![(path.to_string(), vec![path.to_string()], false)];
+        let mut properties: Vec<(&str, Value)> = vec![
+            (
+                "Description",
+                Value::from(format!("cloud-config script {path}")),
+            ),
+            ("Type", Value::from("oneshot")),
+            ("ExecStart", Value::from(exec_start)),
+            ("StandardOutput", Value::from("journal+console")),
+            ("StandardError", Value::from("journal+console")),
+        ];
+        if let Some(after) = after {
+            properties.push(("After", Value::from(vec![after.to_string()])));
+        }
+        let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();
+        self.bus
+            .call_method(
+                Some(DESTINATION),
+                PATH,
+                Some(MANAGER),
+                "StartTransientUnit",
+                &(unit, "replace", properties, aux),
+            )
+            .map_err(|source| SystemdError::Call {
+                method: format!("StartTransientUnit {unit}"),
                 source: Box::new(source),
             })?;
         Ok(())

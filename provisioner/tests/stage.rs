@@ -3,7 +3,7 @@
 
 use provisioner::datasource::file::LocalFile;
 use provisioner::datasource::Datasource;
-use provisioner::stage::{run_with_sources, Stage, REPORT_FILE};
+use provisioner::stage::{pending_scripts, run_with_sources, Stage, REPORT_FILE};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -132,4 +132,40 @@ fn no_datasource_is_recorded_not_fatal() {
         "keel-provision: local stage: no datasource found"
     );
     assert!(report(&root)["local"].is_object());
+}
+
+#[test]
+fn scripts_run_once_and_bootcmd_every_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    minimal_root(&root);
+    let user_data = dir.path().join("user-data");
+    fs::write(
+        &user_data,
+        "#cloud-config\nbootcmd:\n  - echo early\nruncmd:\n  - echo once > /run/x\n  - [touch, /var/a b]\n",
+    )
+    .unwrap();
+    run_with_sources(Stage::Local, &root, &sources(&user_data));
+    let pending = pending_scripts(&root);
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    // bootcmd first, from /run, with no record of having run.
+    assert!(pending[0].path.starts_with("/run/keel/scripts/"));
+    assert!(pending[0].unit.starts_with("keel-script-") && pending[0].unit.ends_with(".service"));
+    assert_eq!(pending[0].ran_marker, None);
+    let runcmd = &pending[1];
+    assert!(runcmd.path.starts_with("/var/lib/keel/scripts/"));
+    let body = fs::read_to_string(root.join(&runcmd.path[1..])).unwrap();
+    assert_eq!(body, "#!/bin/sh\necho once > /run/x\ntouch '/var/a b'\n");
+
+    // The network stage started the runcmd script and recorded it; on the next boot (same
+    // config, /run empty again) only bootcmd is pending.
+    let marker = runcmd.ran_marker.clone().unwrap();
+    fs::write(root.join(&marker[1..]), "").unwrap();
+    fs::remove_dir_all(root.join("run")).unwrap();
+    let second = run_with_sources(Stage::Local, &root, &sources(&user_data));
+    assert!(second.unchanged_since_last_boot);
+    let pending = pending_scripts(&root);
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(pending[0].path.starts_with("/run/keel/scripts/"));
+    assert!(root.join(&pending[0].path[1..]).is_file());
 }

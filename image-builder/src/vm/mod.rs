@@ -51,6 +51,8 @@ pub enum VmError {
     KeyNotFound(PathBuf),
     #[error("KEEL_ACCEL={0:?} is neither tcg nor kvm")]
     BadAccel(String),
+    #[error("guest forward command {0:?} has a comma, which QEMU's option syntax cannot hold")]
+    CommaInForward(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -105,7 +107,14 @@ pub struct VmConfig {
     pub extra_drives: Vec<PathBuf>,
     /// QEMU fw_cfg entries: (name, file), e.g. ("opt/org.keel/user-data", path).
     pub fw_cfg: Vec<(String, PathBuf)>,
+    /// Boot this kernel directly (through the firmware) instead of the disk's boot loader,
+    /// e.g. to add kernel arguments.
+    pub direct_boot: Option<DirectBoot>,
+    /// Guest TCP connections to these addresses reach a program on the host instead.
+    pub guest_forwards: Vec<GuestForward>,
 }
+
+pub use qemu::{DirectBoot, GuestForward};
 
 impl VmConfig {
     pub fn new(disk: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Self {
@@ -117,6 +126,8 @@ impl VmConfig {
             ssh_key: None,
             extra_drives: Vec::new(),
             fw_cfg: Vec::new(),
+            direct_boot: None,
+            guest_forwards: Vec::new(),
         }
     }
 }
@@ -151,6 +162,9 @@ impl Vm {
         if !cfg.disk.is_file() {
             return Err(VmError::ImageNotFound(cfg.disk.clone()));
         }
+        if let Some(forward) = cfg.guest_forwards.iter().find(|f| f.command.contains(',')) {
+            return Err(VmError::CommaInForward(forward.command.clone()));
+        }
         std::fs::create_dir_all(&cfg.work_dir)
             .map_err(|e| VmError::io(format!("creating {}", cfg.work_dir.display()), e))?;
         let work_dir = std::fs::canonicalize(&cfg.work_dir)
@@ -182,6 +196,8 @@ impl Vm {
                 ssh_port: qemu::free_loopback_port()?,
                 extra_drives: cfg.extra_drives.clone(),
                 fw_cfg: cfg.fw_cfg.clone(),
+                direct_boot: cfg.direct_boot.clone(),
+                guest_forwards: cfg.guest_forwards.clone(),
             };
             match Self::launch(&qemu_bin, &launch, &work_dir, ssh_key.clone()) {
                 Err(VmError::QemuExited { ref stderr, .. })

@@ -137,6 +137,26 @@ pub struct Launch {
     pub ssh_port: u16,
     pub extra_drives: Vec<PathBuf>,
     pub fw_cfg: Vec<(String, PathBuf)>,
+    pub direct_boot: Option<DirectBoot>,
+    pub guest_forwards: Vec<GuestForward>,
+}
+
+/// A kernel, its initramfs and its command line, loaded by QEMU and started by the firmware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
+/// A TCP address on QEMU's user network (inside 10.0.2.0/24) served by a host program: QEMU
+/// starts `command` for each guest connection with the connection on its stdin and stdout
+/// (QEMU's `guestfwd=...-cmd:`). Nothing leaves QEMU, so `restrict=on` still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestForward {
+    pub guest_addr: std::net::SocketAddrV4,
+    /// Split into words by QEMU (shell quoting rules, no shell): no commas.
+    pub command: String,
 }
 
 impl Launch {
@@ -175,10 +195,17 @@ impl Launch {
         push("none");
         // restrict=on isolates the guest from every network but QEMU's own: the hostfwd
         // below still reaches the guest's sshd, but the guest can never send traffic out.
-        let netdev = format!(
+        let mut netdev = format!(
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
             self.ssh_port
         );
+        for forward in &self.guest_forwards {
+            // Vm::start refuses commands with a comma, where QEMU would split the option.
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{}-cmd:{}",
+                forward.guest_addr, forward.command
+            ));
+        }
         args.push("-drive".into());
         args.push(pflash_code_arg(&self.ovmf_code));
         args.push("-drive".into());
@@ -200,6 +227,14 @@ impl Launch {
             f.push(file);
             args.push("-fw_cfg".into());
             args.push(f);
+        }
+        if let Some(boot) = &self.direct_boot {
+            args.push("-kernel".into());
+            args.push(boot.kernel.clone().into());
+            args.push("-initrd".into());
+            args.push(boot.initrd.clone().into());
+            args.push("-append".into());
+            args.push(boot.cmdline.clone().into());
         }
         args.push("-netdev".into());
         args.push(netdev.into());
@@ -225,7 +260,34 @@ mod tests {
             ssh_port: 40222,
             extra_drives: vec!["/w/cidata.img".into()],
             fw_cfg: vec![("opt/org.keel/user-data".into(), "/w/user-data".into())],
+            direct_boot: None,
+            guest_forwards: Vec::new(),
         }
+    }
+
+    #[test]
+    fn guest_forwards_stay_on_the_restricted_netdev_and_direct_boot_adds_kernel_args() {
+        let mut l = launch(Accel::Tcg);
+        l.guest_forwards.push(GuestForward {
+            guest_addr: "10.0.2.100:80".parse().unwrap(),
+            command: "/bin/imds /w/imds".into(),
+        });
+        l.direct_boot = Some(DirectBoot {
+            kernel: "/w/vmlinuz".into(),
+            initrd: "/w/initrd.img".into(),
+            cmdline: "roothash=ab console=ttyS0".into(),
+        });
+        let args = strings(&l);
+        assert_eq!(
+            value_after(&args, "-netdev"),
+            vec!["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40222-:22,guestfwd=tcp:10.0.2.100:80-cmd:/bin/imds /w/imds"]
+        );
+        assert_eq!(value_after(&args, "-kernel"), vec!["/w/vmlinuz"]);
+        assert_eq!(value_after(&args, "-initrd"), vec!["/w/initrd.img"]);
+        assert_eq!(
+            value_after(&args, "-append"),
+            vec!["roothash=ab console=ttyS0"]
+        );
     }
 
     fn strings(l: &Launch) -> Vec<String> {

@@ -40,6 +40,8 @@ pub struct ApplyReport {
     pub units_to_run: Vec<(String, String)>,
     /// In-root paths of the scripts written from `#!` user-data and runcmd, to run once.
     pub scripts: Vec<String>,
+    /// In-root paths of the scripts written from bootcmd, to run on every boot.
+    pub boot_scripts: Vec<String>,
     pub errors: Vec<ApplyIssue>,
 }
 
