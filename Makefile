@@ -12,8 +12,11 @@ TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
 export KEEL_OUT := $(CURDIR)/$(OUT)
+# The same image with cloud-init instead of Keel's provisioner, for the comparison bench.
+OUT_CLOUD_INIT := out-cloud-init
+export KEEL_CLOUD_INIT_OUT := $(CURDIR)/$(OUT_CLOUD_INIT)
 
-.PHONY: demo test bench image deps tools lint clean clean-cache
+.PHONY: demo test bench image image-cloud-init deps tools lint clean clean-cache fuzz
 
 demo: image
 	$(KEEL) vm --image $(OUT)/keel.qcow2 --ssh-key $(TEST_KEY) --show
@@ -24,9 +27,11 @@ test: deps tools lint
 	cargo test -p qemu-tests -- --ignored --test-threads=1
 	cargo test -p keel-image --test reproducible -- --ignored --test-threads=1
 
-bench: image
+bench: image image-cloud-init
 	cargo bench -p keel-image --bench build
 	cargo bench -p qemu-tests --bench boot
+	cargo bench -p qemu-tests --bench cloud_init
+	cargo bench -p provisioner --bench parse_apply
 
 deps:
 	@scripts/host-deps.sh
@@ -45,12 +50,35 @@ $(TEST_KEY):
 image: tools $(TEST_KEY)
 	$(KEEL) build configs/image.yaml --out $(OUT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) --authorized-key $(TEST_KEY).pub
 
+# The cloud-init comparison image (configs/cloud-init-image.yaml), with its own cached base tree.
+image-cloud-init: tools $(TEST_KEY)
+	$(KEEL) build configs/cloud-init-image.yaml --out $(OUT_CLOUD_INIT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) --authorized-key $(TEST_KEY).pub
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 clean:
-	rm -rf $(OUT)
+	rm -rf $(OUT) $(OUT_CLOUD_INIT)
 
 clean-cache:
 	rm -rf $(KEEL_CACHE_DIR)/base $(KEEL_CACHE_DIR)/work
+
+# --- fuzzing (issue 3) -----------------------------------------------------------------------
+# `make fuzz FUZZ_SECONDS=60`: runs the user-data parser's cargo-fuzz target for a bounded time
+# on the stable toolchain (no sanitizer, so no nightly needed). The crate is
+# provisioner/fuzz (its own workspace); seeds are in provisioner/fuzz/corpus-seed. The build
+# and the growing corpus stay under $(KEEL_CACHE_DIR); crashes land in
+# provisioner/fuzz/artifacts/ (reproduce with `cargo fuzz run ... user_data <file>`).
+FUZZ_SECONDS    ?= 60
+FUZZ_TARGET_DIR ?= $(KEEL_CACHE_DIR)/fuzz-target
+FUZZ_CORPUS     ?= $(KEEL_CACHE_DIR)/fuzz/corpus/user_data
+FUZZ_TOOLCHAIN  ?= stable
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p $(FUZZ_CORPUS)
+	cd provisioner && RUSTUP_TOOLCHAIN=$(FUZZ_TOOLCHAIN) cargo fuzz run user_data \
+		--sanitizer none --target-dir $(FUZZ_TARGET_DIR) \
+		$(FUZZ_CORPUS) fuzz/corpus-seed/user_data -- -max_total_time=$(FUZZ_SECONDS)
+# --- end fuzzing ------------------------------------------------------------------------------

@@ -107,6 +107,8 @@ pub struct Manifest {
     pub spec_sha256: String,
     pub suite: String,
     pub source_date_epoch: u64,
+    /// `keel` or `none`: who provisions the machine (the spec's `provisioner:`).
+    pub provisioner: &'static str,
     pub root_hash: String,
     pub verity_salt: String,
     pub kernel: KernelInfo,
@@ -246,6 +248,11 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         &opts.provision_binary,
         &root.join("usr/bin/keel-provision"),
         0o755,
+    )?;
+    stage::write_file(
+        &root.join(layout::PROVISIONER_FILE),
+        format!("{}\n", spec.provisioner.word()).as_bytes(),
+        0o644,
     )?;
     let kernel = stage::take_kernel(&root, &release, &scratch.0)?;
     // systemd-boot comes from the image's own packages, so the host's version does not matter.
@@ -459,6 +466,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         spec_sha256: seed.hex(),
         suite: spec.suite.clone(),
         source_date_epoch: spec.source_date_epoch,
+        provisioner: spec.provisioner.word(),
         root_hash,
         verity_salt: hex::encode(salt),
         kernel: KernelInfo {

@@ -24,6 +24,14 @@ pub const ROOTHASH_ARG: &str = "roothash";
 /// Kernel command line key that forces the first-boot path (format STATE again).
 pub const FIRST_BOOT_ARG: &str = "keel.first_boot";
 
+/// Where the image records who provisions it (`keel` or `none`, from the spec's `provisioner:`),
+/// relative to the root. It lives under /usr, on the verified root, so nothing written at run
+/// time can change it; keel-init reads it before its local stage and a missing file means
+/// `keel`.
+pub const PROVISIONER_FILE: &str = "usr/lib/keel/provisioner";
+/// The unit of the provisioner's network stage.
+pub const PROVISION_NETWORK_UNIT: &str = "keel-provision-network.service";
+
 /// The PARTUUIDs of a root slot and its verity partition: the first and the second half of the
 /// root hash, as systemd-repart and the Discoverable Partitions Specification do it. The init
 /// finds the partitions by these, so a root hash on the command line names its own devices.

@@ -93,9 +93,46 @@ pub struct Spec {
     /// systemd units enabled in the image (by their [Install] sections).
     #[serde(default)]
     pub enable_units: Vec<String>,
+    /// Who provisions the machine from its user-data: Keel's own provisioner (the default), or
+    /// nobody Keel knows of (`none`: another agent in the image, such as cloud-init, does it).
+    #[serde(default)]
+    pub provisioner: Provisioner,
     pub disk: DiskSpec,
     /// Seconds since the epoch written into every timestamp of the image.
     pub source_date_epoch: u64,
+}
+
+/// The `provisioner:` key of the spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provisioner {
+    /// keel-init runs the local stage on every boot and `keel-provision-network.service` may
+    /// be enabled for the network stage.
+    #[default]
+    Keel,
+    /// keel-init only boots the verified root: no local stage, and the network stage's unit
+    /// may not be enabled. `keel-provision` stays in the image as a tool (`validate`).
+    None,
+}
+
+impl Provisioner {
+    /// The word written to [`crate::layout::PROVISIONER_FILE`] in the image, which keel-init
+    /// reads before its local stage.
+    pub fn word(self) -> &'static str {
+        match self {
+            Provisioner::Keel => "keel",
+            Provisioner::None => "none",
+        }
+    }
+
+    /// Parses what [`Provisioner::word`] wrote (surrounding whitespace ignored).
+    pub fn from_word(text: &str) -> Option<Provisioner> {
+        match text.trim() {
+            "keel" => Some(Provisioner::Keel),
+            "none" => Some(Provisioner::None),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +196,24 @@ impl Spec {
                 line_of("root_size"),
                 "disk.root_size and disk.esp_size must be whole MiB".into(),
             ));
+        }
+        if spec.provisioner == Provisioner::None {
+            if let Some(unit) = spec
+                .enable_units
+                .iter()
+                .find(|u| u.as_str() == crate::layout::PROVISION_NETWORK_UNIT)
+            {
+                let line = text
+                    .lines()
+                    .position(|l| !l.trim_start().starts_with('#') && l.contains(unit.as_str()))
+                    .map_or_else(|| line_of("enable_units"), |i| i + 1);
+                return Err(invalid(
+                    line,
+                    format!(
+                        "{unit} is Keel's provisioner (its network stage); it cannot be enabled with `provisioner: none`"
+                    ),
+                ));
+            }
         }
         if spec.name.is_empty() || spec.name.contains('/') {
             return Err(invalid(
@@ -269,6 +324,45 @@ source_date_epoch: 1700000000
             .unwrap_err()
             .to_string();
         assert!(err.contains("leaves no room for STATE"), "{err}");
+    }
+
+    #[test]
+    fn provisioner_defaults_to_keel_and_may_be_none() {
+        let s = Spec::parse(GOOD, Path::new("s.yaml")).unwrap();
+        assert_eq!(s.provisioner, Provisioner::Keel);
+        let text = GOOD.replace("disk:\n", "provisioner: none\ndisk:\n");
+        let s = Spec::parse(&text, Path::new("s.yaml")).unwrap();
+        assert_eq!(s.provisioner, Provisioner::None);
+        for p in [Provisioner::Keel, Provisioner::None] {
+            assert_eq!(Provisioner::from_word(&format!("{}\n", p.word())), Some(p));
+        }
+        assert_eq!(Provisioner::from_word("cloud-init"), None);
+    }
+
+    #[test]
+    fn unknown_provisioner_names_the_line() {
+        let text = GOOD.replace("disk:\n", "provisioner: cloud-init\ndisk:\n");
+        let err = Spec::parse(&text, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("s.yaml:7:"), "{err}");
+        assert!(err.contains("unknown variant `cloud-init`"), "{err}");
+    }
+
+    #[test]
+    fn provisioner_none_refuses_the_network_stage_unit() {
+        let text = GOOD.replace(
+            "disk:\n",
+            "provisioner: none\nenable_units:\n  - ssh.service\n  - keel-provision-network.service\ndisk:\n",
+        );
+        let err = Spec::parse(&text, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("s.yaml:10:"), "{err}");
+        assert!(err.contains("`provisioner: none`"), "{err}");
+        // The same unit is fine with Keel's provisioner.
+        let text = text.replace("provisioner: none\n", "");
+        Spec::parse(&text, Path::new("s.yaml")).unwrap();
     }
 
     #[test]

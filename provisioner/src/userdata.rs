@@ -7,7 +7,7 @@ use std::io::Read;
 use flate2::read::MultiGzDecoder;
 
 use crate::cloudconfig::write_files::decode_base64;
-use crate::cloudconfig::{parse_cloud_config, CloudConfig, Diagnostic, UserData};
+use crate::cloudconfig::{parse_cloud_config_at, truncate, CloudConfig, Diagnostic, UserData};
 
 /// Gzip user-data may not decompress to more than this.
 pub const MAX_DECOMPRESSED_SIZE: u64 = 64 << 20;
@@ -100,38 +100,41 @@ fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(inner)
 }
 
-/// A cloud-config from raw bytes. Invalid UTF-8 is an error at the line where it starts; the
-/// rest is still parsed for diagnostics, but nothing from it is applied.
+/// A cloud-config from raw bytes. Invalid UTF-8 or a NUL byte (which YAML does not allow
+/// anywhere, and go-yaml refuses) is an error at the line where it is; the rest is still
+/// parsed for diagnostics, but nothing from it is applied.
 fn cloud_config(
     bytes: &[u8],
     line_offset: usize,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> CloudConfig {
-    // Blank lines in front shift every YAML line (model and diagnostics alike) to its line in
-    // the whole document.
-    let padded = |text: &str| {
-        let mut padded = "\n".repeat(line_offset);
-        padded.push_str(text);
-        padded
-    };
-    match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            let (config, mut found) = parse_cloud_config(&padded(text));
-            diagnostics.append(&mut found);
-            config
-        }
+    // Every YAML line (model and diagnostics alike) is shifted to its line in the whole
+    // document.
+    let (offset, problem) = match std::str::from_utf8(bytes) {
+        Ok(text) => match text.find('\0') {
+            None => {
+                let (config, mut found) = parse_cloud_config_at(text, line_offset);
+                diagnostics.append(&mut found);
+                return config;
+            }
+            Some(offset) => (
+                offset,
+                format!("NUL byte at byte {offset}; a cloud-config must be text"),
+            ),
+        },
         Err(error) => {
             let offset = error.valid_up_to();
-            let line = 1 + line_offset + lines_before(bytes, offset);
-            diagnostics.push(Diagnostic::error(
-                line,
+            (
+                offset,
                 format!("invalid UTF-8 at byte {offset}; a cloud-config must be UTF-8 text"),
-            ));
-            let (_, mut found) = parse_cloud_config(&padded(&String::from_utf8_lossy(bytes)));
-            diagnostics.append(&mut found);
-            CloudConfig::default()
+            )
         }
-    }
+    };
+    let line = 1 + line_offset + lines_before(bytes, offset);
+    diagnostics.push(Diagnostic::error(line, problem));
+    let (_, mut found) = parse_cloud_config_at(&String::from_utf8_lossy(bytes), line_offset);
+    diagnostics.append(&mut found);
+    CloudConfig::default()
 }
 
 fn looks_like_mime(first_line: &[u8]) -> bool {
@@ -212,8 +215,7 @@ fn lines_before(bytes: &[u8], offset: usize) -> usize {
 
 /// One MIME entity (the whole message or one part).
 struct Entity<'a> {
-    /// The entity's body is `bytes[body_offset..]`; what comes before is the enclosing text,
-    /// kept so that lines can be counted from its start.
+    /// The entity: its headers, then its body from `body_offset` on.
     bytes: &'a [u8],
     headers: &'a [(String, String)],
     body_offset: usize,
@@ -257,7 +259,10 @@ fn mime_entity(
         else {
             diagnostics.push(Diagnostic::error(
                 body_line.saturating_sub(1).max(1),
-                format!("{media_type} user-data has no boundary parameter"),
+                format!(
+                    "{} user-data has no boundary parameter",
+                    truncate(&media_type)
+                ),
             ));
             return None;
         };
@@ -290,8 +295,9 @@ fn mime_entity(
             diagnostics.push(Diagnostic::warning(
                 body_line,
                 format!(
-                    "MIME part {part_number} has Content-Transfer-Encoding \"{other}\", which Keel \
-                     does not decode; ignored"
+                    "MIME part {part_number} has Content-Transfer-Encoding \"{}\", which Keel \
+                     does not decode; ignored",
+                    truncate(other)
                 ),
             ));
             return None;
@@ -303,7 +309,7 @@ fn mime_entity(
     // the part's first line, naming the line inside the part.
     let content_offset = if encoded { 0 } else { body_line - 1 };
     let mut found = Vec::new();
-    let user_data = match media_type.as_str() {
+    let mut user_data = match media_type.as_str() {
         "text/cloud-config" => Some(UserData::CloudConfig(cloud_config(
             content,
             content_offset,
@@ -321,8 +327,9 @@ fn mime_entity(
             diagnostics.push(Diagnostic::warning(
                 body_line,
                 format!(
-                    "MIME part {part_number} has Content-Type \"{other}\", which Keel does not \
-                     handle; ignored"
+                    "MIME part {part_number} has Content-Type \"{}\", which Keel does not \
+                     handle; ignored",
+                    truncate(other)
                 ),
             ));
             None
@@ -338,7 +345,66 @@ fn mime_entity(
         }
         diagnostics.push(diagnostic);
     }
+    if encoded {
+        // Likewise what is applied from it: an apply error names the part's first line, not
+        // a line of the decoded text that the document does not have.
+        if let Some(user_data) = &mut user_data {
+            relocate(user_data, body_line);
+        }
+    }
     user_data
+}
+
+/// Sets the line of every item in `user_data` to `line`.
+fn relocate(user_data: &mut UserData, line: usize) {
+    match user_data {
+        UserData::CloudConfig(config) => {
+            let coreos = &mut config.coreos;
+            let lines = config
+                .hostname
+                .iter_mut()
+                .map(|hostname| &mut hostname.line)
+                .chain(
+                    config
+                        .manage_etc_hosts
+                        .iter_mut()
+                        .map(|hosts| &mut hosts.line),
+                )
+                .chain(config.users.iter_mut().map(|user| &mut user.line))
+                .chain(config.write_files.iter_mut().map(|file| &mut file.line))
+                .chain(config.runcmd.iter_mut().map(|command| &mut command.line))
+                .chain(config.bootcmd.iter_mut().map(|command| &mut command.line))
+                .chain(
+                    [
+                        &mut coreos.etcd,
+                        &mut coreos.etcd2,
+                        &mut coreos.fleet,
+                        &mut coreos.flannel,
+                        &mut coreos.locksmith,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .map(|option| &mut option.line),
+                )
+                .chain(coreos.update.iter_mut().map(|update| &mut update.line))
+                .chain(coreos.oem.iter_mut().map(|oem| &mut oem.line));
+            for item_line in lines {
+                *item_line = line;
+            }
+            for unit in &mut coreos.units {
+                unit.line = line;
+                for drop_in in &mut unit.drop_ins {
+                    drop_in.line = line;
+                }
+            }
+        }
+        UserData::Multipart(parts) => {
+            for part in parts {
+                relocate(part, line);
+            }
+        }
+        UserData::Script(_) | UserData::Empty => {}
+    }
 }
 
 /// Splits a multipart body at `--boundary` lines and parses each part.
@@ -351,10 +417,15 @@ fn multipart(
     let (bytes, body_offset, line_offset) = (entity.bytes, entity.body_offset, entity.line_offset);
     let delimiter = format!("--{boundary}");
     let close = format!("--{boundary}--");
-    let mut parts: Vec<(usize, usize)> = Vec::new();
-    let mut part_start: Option<usize> = None;
+    // (start, end, line breaks in `bytes` before start): lines are counted once, as the body
+    // is scanned, so that many parts cost linear time.
+    let mut parts: Vec<(usize, usize, usize)> = Vec::new();
+    let mut part_start: Option<(usize, usize)> = None;
     let mut closed = false;
     let mut offset = body_offset.min(bytes.len());
+    let header_lines = lines_before(bytes, offset);
+    // Line breaks before `offset`.
+    let mut breaks = header_lines;
     while offset < bytes.len() {
         let end = bytes[offset..]
             .iter()
@@ -363,49 +434,53 @@ fn multipart(
         let line = bytes[offset..end].trim_ascii_end();
         let is_close = line == close.as_bytes();
         if is_close || line == delimiter.as_bytes() {
-            if let Some(start) = part_start.take() {
-                parts.push((start, strip_line_break(bytes, start, offset)));
+            if let Some((start, start_breaks)) = part_start.take() {
+                parts.push((start, strip_line_break(bytes, start, offset), start_breaks));
             }
             if is_close {
                 closed = true;
                 break;
             }
-            part_start = Some((end + 1).min(bytes.len()));
+            part_start = Some(((end + 1).min(bytes.len()), breaks + 1));
         }
         offset = end + 1;
+        breaks += 1;
     }
-    if let Some(start) = part_start {
-        parts.push((start, bytes.len()));
+    if let Some((start, start_breaks)) = part_start {
+        parts.push((start, bytes.len(), start_breaks));
     }
-    let boundary_line = line_offset + lines_before(bytes, body_offset).max(1);
+    let boundary_line = line_offset + header_lines.max(1);
     if parts.is_empty() {
         diagnostics.push(Diagnostic::error(
             boundary_line,
-            format!("multipart user-data has no parts (no \"--{boundary}\" line)"),
+            format!(
+                "multipart user-data has no parts (no \"--{}\" line)",
+                truncate(boundary)
+            ),
         ));
         return UserData::Multipart(Vec::new());
     }
     if !closed {
         diagnostics.push(Diagnostic::warning(
             1 + line_offset + lines_before(bytes, bytes.len()),
-            format!("multipart user-data does not end with \"--{boundary}--\""),
+            format!(
+                "multipart user-data does not end with \"--{}--\"",
+                truncate(boundary)
+            ),
         ));
     }
 
     let mut results = Vec::new();
-    for (index, (start, end)) in parts.into_iter().enumerate() {
-        // The part is re-based on the whole buffer so its lines stay lines of the document.
-        let part = &bytes[..end];
-        let (headers, body_start) = match parse_headers(&bytes[start..end]) {
-            Some((headers, relative)) => (headers, start + relative),
-            None => (Vec::new(), start),
-        };
+    for (index, (start, end, start_breaks)) in parts.into_iter().enumerate() {
+        // The part's lines stay lines of the whole document through its line offset.
+        let part = &bytes[start..end];
+        let (headers, body_offset) = parse_headers(part).unwrap_or((Vec::new(), 0));
         let part = Entity {
             bytes: part,
             headers: &headers,
-            body_offset: body_start,
+            body_offset,
             part_number: index + 1,
-            line_offset,
+            line_offset: line_offset + start_breaks,
         };
         if let Some(user_data) = mime_entity(&part, depth + 1, diagnostics) {
             results.push(user_data);

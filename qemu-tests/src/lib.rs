@@ -8,6 +8,8 @@ use keel_image::vm::{SerialMatch, Vm, VmConfig, VmError};
 
 pub use keel_image::vm;
 
+pub mod guest_figures;
+
 /// Printed by keel-init as its first line.
 pub const INIT_STARTING: &str = "keel-init: starting";
 /// Any keel-init line.
@@ -262,6 +264,110 @@ fn check_not_fatal(vm: &Vm, m: &SerialMatch) -> Result<(), HarnessError> {
         });
     }
     Ok(())
+}
+
+/// The image's own slot-A kernel, initramfs and loader-entry command line, copied out of the
+/// ESP of `out/keel.raw` into `dir`, with `extra_args` appended to the command line: the
+/// same boot as from the disk, with kernel arguments a test needs (e.g. `keel.metadata_url=`).
+pub fn direct_boot_from_esp(
+    dir: &Path,
+    extra_args: &str,
+) -> Result<keel_image::vm::DirectBoot, HarnessError> {
+    let raw = output("keel.raw")?;
+    let manifest = Manifest::load()?;
+    let esp = manifest
+        .partition("EFI-SYSTEM")
+        .ok_or_else(|| HarnessError::Manifest {
+            path: out_dir().join("manifest.json"),
+            problem: "no EFI-SYSTEM partition".into(),
+        })?;
+    // mtools reads a FAT file system at an offset inside an image with `image@@offset`.
+    let mut image = raw.into_os_string();
+    image.push(format!("@@{}", esp.offset_bytes));
+    let copy = |from: &str, to: &Path| -> Result<(), HarnessError> {
+        let out = std::process::Command::new("mcopy")
+            .arg("-o")
+            .arg("-i")
+            .arg(&image)
+            .arg(from)
+            .arg(to)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .map_err(io("running mcopy (Debian package mtools)"))?;
+        if !out.status.success() {
+            return Err(HarnessError::Io {
+                context: format!("mcopy {from}"),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            });
+        }
+        Ok(())
+    };
+    let (kernel, initrd, entry) = (
+        dir.join("vmlinuz"),
+        dir.join("initrd.img"),
+        dir.join("keel-a.conf"),
+    );
+    copy("::/keel/a/vmlinuz", &kernel)?;
+    copy("::/keel/a/initrd.img", &initrd)?;
+    copy("::/loader/entries/keel-a.conf", &entry)?;
+    let text = std::fs::read_to_string(&entry).map_err(io("reading the loader entry"))?;
+    let options = text
+        .lines()
+        .find_map(|l| l.strip_prefix("options "))
+        .ok_or_else(|| HarnessError::Io {
+            context: "the ESP's loader entry".into(),
+            source: std::io::Error::other("no `options` line"),
+        })?;
+    Ok(keel_image::vm::DirectBoot {
+        kernel,
+        initrd,
+        cmdline: format!("{} {extra_args}", options.trim()),
+    })
+}
+
+/// Writes a NoCloud seed into `dir`: a small FAT image labelled `cidata` holding `user-data`
+/// and `meta-data`, which Keel's provisioner and cloud-init both read. Attach it with
+/// `VmConfig::extra_drives`. Needs mkfs.vfat (dosfstools) and mcopy (mtools).
+pub fn nocloud_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<PathBuf, HarnessError> {
+    let run = |cmd: &mut std::process::Command, package: &str| -> Result<(), HarnessError> {
+        let out = cmd
+            .output()
+            .map_err(io(format!("running {cmd:?} (Debian package {package})")))?;
+        if !out.status.success() {
+            return Err(HarnessError::Io {
+                context: format!("{cmd:?}"),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            });
+        }
+        Ok(())
+    };
+    let seed_dir = dir.join("nocloud");
+    std::fs::create_dir_all(&seed_dir).map_err(io(format!("creating {}", seed_dir.display())))?;
+    let img = dir.join("cidata.img");
+    let _ = std::fs::remove_file(&img);
+    for (name, text) in [("user-data", user_data), ("meta-data", meta_data)] {
+        let path = seed_dir.join(name);
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+    }
+    run(
+        std::process::Command::new("mkfs.vfat")
+            .args(["-n", "cidata", "-C"])
+            .arg(&img)
+            .arg("2048"),
+        "dosfstools",
+    )?;
+    for name in ["user-data", "meta-data"] {
+        run(
+            std::process::Command::new("mcopy")
+                .arg("-i")
+                .arg(&img)
+                .arg(seed_dir.join(name))
+                .arg(format!("::{name}"))
+                .env("MTOOLS_SKIP_CHECK", "1"),
+            "mtools",
+        )?;
+    }
+    Ok(img)
 }
 
 /// Copies an image keeping its holes, so a multi-GiB raw disk costs only its data.

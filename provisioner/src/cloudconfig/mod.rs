@@ -19,5 +19,8 @@ mod yaml;
 pub use diagnostics::{has_errors, Diagnostic, Kind};
 pub use model::*;
 pub use parse::parse_cloud_config;
+pub(crate) use parse::parse_cloud_config_at;
 pub use validate::validate;
 pub use write_files::DecodeError;
+
+pub(crate) use walk::truncate;

@@ -35,7 +35,16 @@ const COREOS_KEYS: &[&str] = &[
 /// Parses cloud-config text (the `#cloud-config` line included, so lines match the file).
 /// Never fails: problems are diagnostics, and whatever could be read is in the model.
 pub fn parse_cloud_config(text: &str) -> (CloudConfig, Vec<Diagnostic>) {
-    let (root, mut diagnostics) = yaml::parse(text);
+    parse_cloud_config_at(text, 0)
+}
+
+/// [`parse_cloud_config`] for text that starts after `line_offset` lines of a larger document
+/// (a MIME part): every line, in the model and in the diagnostics, is a line of that document.
+pub(crate) fn parse_cloud_config_at(
+    text: &str,
+    line_offset: usize,
+) -> (CloudConfig, Vec<Diagnostic>) {
+    let (root, mut diagnostics) = yaml::parse(text, line_offset);
     let mut walker = Walker::default();
     let config = match root {
         Some(root) => read_document(&mut walker, &root),
@@ -68,12 +77,7 @@ fn read_document(walker: &mut Walker, root: &Node) -> CloudConfig {
             "ssh_authorized_keys" => {
                 config.ssh_authorized_keys = walker.string_list(value, key).unwrap_or_default()
             }
-            "hostname" => {
-                config.hostname = walker.string(value, key).map(|hostname| Located {
-                    value: hostname,
-                    line: value.line,
-                })
-            }
+            "hostname" => config.hostname = read_hostname(walker, value),
             "users" => config.users = parse_users(walker, value, key),
             "write_files" => config.write_files = parse_write_files(walker, value, key),
             "manage_etc_hosts" => config.manage_etc_hosts = read_manage_etc_hosts(walker, value),
@@ -84,6 +88,27 @@ fn read_document(walker: &mut Walker, root: &Node) -> CloudConfig {
         }
     }
     config
+}
+
+/// A hostname goes into /etc/hostname as one line: a control character inside it (a line
+/// break, or a NUL from a `"\0"` escape) would corrupt it. White space around it is trimmed
+/// when it is applied, so a block scalar's final line break is fine.
+fn read_hostname(walker: &mut Walker, node: &Node) -> Option<Located<String>> {
+    let hostname = walker.string(node, "hostname")?;
+    if hostname.trim().chars().any(char::is_control) {
+        walker.error(
+            node.line,
+            format!(
+                "\"hostname\" \"{}\" contains a control character; ignored",
+                truncate(&hostname).escape_debug()
+            ),
+        );
+        return None;
+    }
+    Some(Located {
+        value: hostname,
+        line: node.line,
+    })
 }
 
 /// coreos-cloudinit knows one value, "localhost"; `false` means "leave /etc/hosts alone".

@@ -1,7 +1,7 @@
 //! `users:` — accounts to create or update.
 
 use super::model::User;
-use super::walk::{child_path, index_path, Walker};
+use super::walk::{child_path, index_path, truncate, Walker};
 use super::yaml::Node;
 
 const USER_KEYS: &[&str] = &[
@@ -92,7 +92,10 @@ fn parse_user(walker: &mut Walker, node: &Node, path: &str) -> Option<User> {
             if !valid_user_name(&name) {
                 walker.error(
                     node.line,
-                    format!("\"{path}.name\" \"{name}\" is not a valid user name"),
+                    format!(
+                        "\"{path}.name\" \"{}\" is not a valid user name",
+                        truncate(&name)
+                    ),
                 );
                 return None;
             }

@@ -1,6 +1,8 @@
 //! Helpers shared by the section parsers: reading typed values out of the YAML tree and
 //! reporting unknown keys, wrong types and bad values with the path of the key.
 
+use std::collections::HashMap;
+
 use super::diagnostics::Diagnostic;
 use super::yaml::{Node, Value};
 
@@ -20,12 +22,12 @@ pub struct Entry<'a> {
     pub value: &'a Node,
 }
 
-/// `parent.key`, or just `key` at the top.
+/// `parent.key`, or just `key` at the top; a long key is cut, as paths only go in messages.
 pub fn child_path(parent: &str, key: &str) -> String {
     if parent.is_empty() {
-        key.to_string()
+        truncate(key)
     } else {
-        format!("{parent}.{key}")
+        format!("{parent}.{}", truncate(key))
     }
 }
 
@@ -67,7 +69,10 @@ impl Walker {
                 return None;
             }
         };
-        let mut result: Vec<Entry<'a>> = Vec::with_capacity(entries.len());
+        // Slots in document order; a duplicate empties the earlier one's slot. Keys are found
+        // through the index, so a map with many keys costs linear time, not quadratic.
+        let mut slots: Vec<Option<Entry<'a>>> = Vec::with_capacity(entries.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(entries.len());
         for (key, value) in entries {
             let Some(scalar) = key.as_scalar() else {
                 self.warning(
@@ -80,25 +85,26 @@ impl Walker {
                 continue;
             };
             let normalised = scalar.text.replace('-', "_");
-            if let Some(position) = result.iter().position(|entry| entry.key == normalised) {
-                self.warning(
-                    key.line,
-                    format!(
-                        "duplicate key \"{}\"; this one replaces the one on line {}",
-                        child_path(path, &scalar.text),
-                        result[position].key_line
-                    ),
-                );
-                result.remove(position);
+            if let Some(earlier) = index.insert(normalised.clone(), slots.len()) {
+                if let Some(replaced) = slots[earlier].take() {
+                    self.warning(
+                        key.line,
+                        format!(
+                            "duplicate key \"{}\"; this one replaces the one on line {}",
+                            child_path(path, &scalar.text),
+                            replaced.key_line
+                        ),
+                    );
+                }
             }
-            result.push(Entry {
+            slots.push(Some(Entry {
                 key: normalised,
                 written: &scalar.text,
                 key_line: key.line,
                 value,
-            });
+            }));
         }
-        Some(result)
+        Some(slots.into_iter().flatten().collect())
     }
 
     /// Reports a key the section does not define, suggesting a close known one.
@@ -198,7 +204,12 @@ fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         return None;
     }
     let mut best: Option<(usize, &str)> = None;
+    let length = key.chars().count();
     for candidate in known {
+        // The distance is at least the difference in length: most candidates stop here.
+        if length.abs_diff(candidate.chars().count()) > 2 {
+            continue;
+        }
         let distance = edit_distance(key, candidate);
         if distance <= 2 && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
@@ -211,13 +222,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current: Vec<usize> = Vec::with_capacity(b.len() + 1);
     for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1];
+        current.clear();
+        current.push(i + 1);
         for (j, cb) in b.iter().enumerate() {
             let substitution = previous[j] + usize::from(ca != cb);
             current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
         }
-        previous = current;
+        std::mem::swap(&mut previous, &mut current);
     }
     previous[b.len()]
 }

@@ -276,23 +276,24 @@ fn style(style: TScalarStyle) -> ScalarStyle {
 }
 
 /// Parses the first YAML document of `text`. `None` means an empty document or a syntax error
-/// (then reported in the diagnostics).
-pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
+/// (then reported in the diagnostics). `line_offset` lines come before `text` in the whole
+/// document: it is added to every line, in the tree and in the diagnostics.
+pub fn parse(text: &str, line_offset: usize) -> (Option<Node>, Vec<Diagnostic>) {
     // yaml-rust2 is not ours: should it ever panic on some input, report it instead of taking
     // the provisioner down with it.
-    match catch_unwind(AssertUnwindSafe(|| parse_events(text))) {
+    match catch_unwind(AssertUnwindSafe(|| parse_events(text, line_offset))) {
         Ok(result) => result,
         Err(_) => (
             None,
             vec![Diagnostic::error(
-                1,
+                1 + line_offset,
                 "the YAML parser failed on this document",
             )],
         ),
     }
 }
 
-fn parse_events(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
+fn parse_events(text: &str, line_offset: usize) -> (Option<Node>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut parser = Parser::new_from_str(text);
     let mut builder = Builder {
@@ -302,18 +303,22 @@ fn parse_events(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
         nodes: 0,
     };
     let mut documents = 0usize;
+    // At the end of the stream the scanner moves to a new line when the text does not end with
+    // a line break: a line past the end of the document, which nothing should name.
+    let last_line = 1 + text.bytes().filter(|&b| b == b'\n').count();
+    let line_of = |line: usize| line.clamp(1, last_line) + line_offset;
     loop {
         let (event, mark) = match parser.next_token() {
             Ok(next) => next,
             Err(error) => {
                 diagnostics.push(Diagnostic::error(
-                    error.marker().line().max(1),
+                    line_of(error.marker().line()),
                     format!("YAML syntax error: {}", error.info()),
                 ));
                 return (None, diagnostics);
             }
         };
-        let line = mark.line().max(1);
+        let line = line_of(mark.line());
         let step = match event {
             Event::StreamEnd => break,
             Event::Nothing | Event::StreamStart | Event::DocumentEnd => Ok(()),
@@ -367,7 +372,11 @@ mod tests {
     use super::*;
 
     fn root(text: &str) -> Node {
-        let (node, diagnostics) = parse(text);
+        root_at(text, 0)
+    }
+
+    fn root_at(text: &str, line_offset: usize) -> Node {
+        let (node, diagnostics) = parse(text, line_offset);
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
         node.expect("a document")
     }
@@ -398,11 +407,34 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_their_line() {
-        let (node, diagnostics) = parse("#cloud-config\na: 1\nb: \"unclosed\n");
+        let (node, diagnostics) = parse("#cloud-config\na: 1\nb: \"unclosed\n", 0);
         assert!(node.is_none());
         assert_eq!(diagnostics.len(), 1);
         assert!(diagnostics[0].is_error());
         assert!(diagnostics[0].line >= 3, "{diagnostics:?}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_names_the_last_line() {
+        // Found by the fuzzer: with no final line break the scanner's end-of-stream mark is
+        // on the line after the last one.
+        let (node, diagnostics) = parse("#cloud-config\na: 1\nwrit", 0);
+        assert!(node.is_none());
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert_eq!(diagnostics[0].line, 3, "{diagnostics:?}");
+        // With the line break, the line after it is where the document ends.
+        let (_, diagnostics) = parse("#cloud-config\na: 1\nwrit\n", 0);
+        assert!((3..=4).contains(&diagnostics[0].line), "{diagnostics:?}");
+    }
+
+    #[test]
+    fn lines_are_shifted_by_the_offset() {
+        let node = root_at("#cloud-config\nhostname: a\n", 10);
+        assert_eq!(node.line, 12);
+        let (_, diagnostics) = parse("#cloud-config\na: [\n", 10);
+        assert!((12..=13).contains(&diagnostics[0].line), "{diagnostics:?}");
+        let (_, diagnostics) = parse("#cloud-config\na: b\nc", 10);
+        assert_eq!(diagnostics[0].line, 13, "{diagnostics:?}");
     }
 
     #[test]
@@ -414,7 +446,7 @@ mod tests {
         assert_eq!(entries[0].1.value, entries[1].1.value);
         assert_eq!(entries[1].1.line, 2);
 
-        let (node, diagnostics) = parse("a: &x [1, *x]\n");
+        let (node, diagnostics) = parse("a: &x [1, *x]\n", 0);
         assert!(node.is_none());
         assert!(diagnostics[0].is_error(), "{diagnostics:?}");
     }
@@ -427,7 +459,7 @@ mod tests {
             let items = [previous.as_str(); 10].join(", ");
             text.push_str(&format!("a{level}: &a{level} [{items}]\n"));
         }
-        let (node, diagnostics) = parse(&text);
+        let (node, diagnostics) = parse(&text, 0);
         assert!(node.is_none());
         assert!(
             diagnostics[0].message.contains("YAML nodes"),
@@ -438,7 +470,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_capped() {
         let text = "[".repeat(10_000);
-        let (node, diagnostics) = parse(&text);
+        let (node, diagnostics) = parse(&text, 0);
         assert!(node.is_none());
         assert_eq!(diagnostics.len(), 1);
     }

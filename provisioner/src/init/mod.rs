@@ -20,6 +20,8 @@ use console::say;
 use copy::CopyError;
 use disks::{DiskError, KeelPartitions};
 use dm::{DmError, DmTarget};
+use keel_image::layout::PROVISIONER_FILE;
+use keel_image::spec::Provisioner;
 use keel_image::verity::{Superblock, SUPERBLOCK_SIZE};
 use modules::ModuleError;
 use mounts::MountError;
@@ -396,19 +398,58 @@ fn mount_etc_overlay() -> Result<(), InitError> {
 
 /// Step 9: the provisioner's local stage (config drive, NoCloud, fw_cfg, a file named on the
 /// command line) against the final root, before systemd reads its units. It runs every boot:
-/// the stage itself skips a config it already applied. Nothing it meets stops the boot.
+/// the stage itself skips a config it already applied. Nothing it meets stops the boot. An
+/// image built with `provisioner: none` skips it (another agent provisions that machine).
+/// The line ends with the CPU time the stage took, for comparing provisioners.
 fn run_local_provisioning(cmdline: &str) {
+    let marker = Path::new("/").join(PROVISIONER_FILE);
+    if let Ok(text) = fs::read_to_string(&marker) {
+        match Provisioner::from_word(&text) {
+            Some(Provisioner::Keel) => {}
+            Some(Provisioner::None) => {
+                say(&format!(
+                    "provisioning: off (this image is built with `provisioner: none`, {})",
+                    marker.display()
+                ));
+                return;
+            }
+            None => say(&format!(
+                "provisioning: {} says {:?}, neither keel nor none; running the local stage",
+                marker.display(),
+                text.trim()
+            )),
+        }
+    }
     let ctx = crate::datasource::Context::new(cmdline.trim_end());
+    let cpu_before = cpu_time();
     let report = std::panic::catch_unwind(|| {
         crate::stage::run(crate::stage::Stage::Local, Path::new("/"), &ctx)
     });
+    let cpu = cpu_time().saturating_sub(cpu_before);
     match report {
         Ok(report) => say(&format!(
-            "provisioning: {}",
-            report.summary().trim_start_matches("keel-provision: ")
+            "provisioning: {}, CPU time {:.3}s",
+            report.summary().trim_start_matches("keel-provision: "),
+            cpu.as_secs_f64()
         )),
         Err(_) => say("provisioning: the local stage panicked; booting without it"),
     }
+}
+
+/// User plus system CPU time of this process and of the children it has reaped.
+fn cpu_time() -> Duration {
+    let of = |who: libc::c_int| {
+        // SAFETY: getrusage fills the rusage we own; all-zero is a valid rusage.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return Duration::ZERO;
+        }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
 /// Step 8 (before STATE): move the API filesystems into /sysroot, free the initramfs and
@@ -427,6 +468,17 @@ fn enter_verified_root() -> Result<(), InitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_counts_this_process() {
+        let before = cpu_time();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_time() > before, "{x}");
+    }
 
     #[test]
     fn sizes_read_well() {
