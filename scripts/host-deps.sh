@@ -10,6 +10,7 @@ packages=(
   fdisk cpio                               # sfdisk and cpio: tests read back GPT and initramfs
   openssh-client                           # logging in to test VMs
   protobuf-compiler                        # etcd-client's build script
+  etcd-server etcd-client                  # the agents' tests start a real etcd
 )
 missing=()
 for p in "${packages[@]}"; do
