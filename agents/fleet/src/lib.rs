@@ -4,4 +4,6 @@
 //! with its systemd backend, the HTTP API v1 and fleetctl.
 
 pub mod model;
+pub mod registry;
+pub mod session;
 pub mod store;
