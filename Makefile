@@ -8,6 +8,9 @@ TARGET      := x86_64-unknown-linux-gnu
 KEEL        := $(CARGO_TARGET_DIR)/release/keel
 export KEEL_INIT := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-init
 export KEEL_PROVISION := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-provision
+FLEETD      := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetd
+FLEETCTL    := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetctl
+AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL)
 TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
@@ -40,7 +43,7 @@ deps:
 # scripts dynamic while the binary is static).
 tools: deps
 	cargo build --release -p keel-image --bin keel
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl --target $(TARGET)
 
 $(TEST_KEY):
 	mkdir -p $(dir $@)
@@ -48,7 +51,7 @@ $(TEST_KEY):
 
 # The test key is injected at build time for now; the provisioner replaces this later.
 image: tools $(TEST_KEY)
-	$(KEEL) build configs/image.yaml --out $(OUT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) --authorized-key $(TEST_KEY).pub
+	$(KEEL) build configs/image.yaml --out $(OUT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) $(AGENT_BINS) --authorized-key $(TEST_KEY).pub
 
 # The cloud-init comparison image (configs/cloud-init-image.yaml), with its own cached base tree.
 image-cloud-init: tools $(TEST_KEY)

@@ -65,6 +65,8 @@ pub struct BuildOptions {
     pub init_binary: PathBuf,
     /// `keel-provision`, installed as /usr/bin/keel-provision (the network stage).
     pub provision_binary: PathBuf,
+    /// More programs for /usr/bin, each under its own file name (the cluster agents).
+    pub extra_binaries: Vec<PathBuf>,
     /// Public keys allowed to log in as root (the VM tests inject theirs here for now).
     pub authorized_keys: Vec<PathBuf>,
     /// Also write the compressed qcow2.
@@ -186,7 +188,10 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
 
     let step = steps.start("checking host tools");
     tools::check_all()?;
-    for binary in [&opts.init_binary, &opts.provision_binary] {
+    for binary in [&opts.init_binary, &opts.provision_binary]
+        .into_iter()
+        .chain(&opts.extra_binaries)
+    {
         if !binary.is_file() {
             return Err(BuildError::BinaryMissing(binary.clone()));
         }
@@ -249,6 +254,12 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         &root.join("usr/bin/keel-provision"),
         0o755,
     )?;
+    for binary in &opts.extra_binaries {
+        let name = binary
+            .file_name()
+            .ok_or_else(|| BuildError::BinaryMissing(binary.clone()))?;
+        stage::install_file(binary, &root.join("usr/bin").join(name), 0o755)?;
+    }
     stage::write_file(
         &root.join(layout::PROVISIONER_FILE),
         format!("{}\n", spec.provisioner.word()).as_bytes(),
@@ -274,6 +285,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         None => 0,
     };
     stage::enable_units(&root, &spec.enable_units)?;
+    stage::disable_units(&root, &spec.disable_units)?;
     let pruned = stage::prune(&root)?;
     stage::relocate_into_var(&root)?;
     stage::add_root_authorized_keys(&root, &opts.authorized_keys)?;

@@ -93,6 +93,10 @@ pub struct Spec {
     /// systemd units enabled in the image (by their [Install] sections).
     #[serde(default)]
     pub enable_units: Vec<String>,
+    /// systemd units the packages enable that the image keeps disabled (started on demand,
+    /// e.g. by a cloud-config's `command: start`, as Container Linux started etcd).
+    #[serde(default)]
+    pub disable_units: Vec<String>,
     /// Who provisions the machine from its user-data: Keel's own provisioner (the default), or
     /// nobody Keel knows of (`none`: another agent in the image, such as cloud-init, does it).
     #[serde(default)]
@@ -324,6 +328,22 @@ source_date_epoch: 1700000000
             .unwrap_err()
             .to_string();
         assert!(err.contains("leaves no room for STATE"), "{err}");
+    }
+
+    #[test]
+    fn disable_units_is_a_list_of_units() {
+        assert!(Spec::parse(GOOD, Path::new("s.yaml"))
+            .unwrap()
+            .disable_units
+            .is_empty());
+        let text = GOOD.replace("disk:\n", "disable_units: [etcd.service]\ndisk:\n");
+        let spec = Spec::parse(&text, Path::new("s.yaml")).unwrap();
+        assert_eq!(spec.disable_units, vec!["etcd.service"]);
+        let text = GOOD.replace("disk:\n", "disable_units: etcd.service\ndisk:\n");
+        let err = Spec::parse(&text, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("disable_units"), "{err}");
     }
 
     #[test]

@@ -403,6 +403,20 @@ pub fn enable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     Ok(())
 }
 
+/// Disables units (removes their [Install] symlinks) with the image's own systemctl.
+pub fn disable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = tools::command(
+        "chroot",
+        [root.as_os_str(), "systemctl".as_ref(), "disable".as_ref()],
+    );
+    cmd.args(units);
+    tools::run(&mut cmd)?;
+    Ok(())
+}
+
 /// Calls `visit` for every entry under `root` (itself included), links not followed.
 fn walk(
     root: &Path,

@@ -17,7 +17,7 @@ fn real_spec() -> String {
 fn a_spec_typo_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("image.yaml");
-    let text = real_spec().replacen("overlays: [base]", "overlays: [base]\noverlay: [extra]", 1);
+    let text = real_spec().replacen("\noverlays: ", "\noverlay: [extra]\noverlays: ", 1);
     let line = text
         .lines()
         .position(|l| l.starts_with("overlay:"))

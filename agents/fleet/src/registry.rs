@@ -61,6 +61,9 @@ struct JobObject {
     unit_hash: String,
 }
 
+/// A unit's keys as read: object, desired state, schedule.
+type JobKeys = (Option<JobObject>, Option<TargetState>, Option<String>);
+
 /// One unit as the registry holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
@@ -257,10 +260,7 @@ impl Registry {
             .get(self.key("job/"), Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let mut objects: BTreeMap<
-            String,
-            (Option<JobObject>, Option<TargetState>, Option<String>),
-        > = BTreeMap::new();
+        let mut objects: BTreeMap<String, JobKeys> = BTreeMap::new();
         let job_prefix = self.key("job/");
         for kv in resp.kvs() {
             let key = text(kv.key());

@@ -44,6 +44,10 @@ struct BuildArgs {
     /// The keel-provision binary (the boot-time network stage).
     #[arg(long, env = "KEEL_PROVISION")]
     provision: PathBuf,
+    /// Another program for the image's /usr/bin, under its own file name (may be repeated:
+    /// fleetd, fleetctl).
+    #[arg(long = "bin", value_name = "PATH")]
+    extra_binaries: Vec<PathBuf>,
     /// A public key allowed to log in as root over SSH (may be repeated).
     #[arg(long = "authorized-key")]
     authorized_keys: Vec<PathBuf>,
@@ -89,6 +93,7 @@ fn main() -> Result<()> {
                 overlays_dir: overlays,
                 init_binary: a.init,
                 provision_binary: a.provision,
+                extra_binaries: a.extra_binaries,
                 authorized_keys: a.authorized_keys,
                 qcow2: !a.no_qcow2,
             })

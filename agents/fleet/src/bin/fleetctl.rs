@@ -1,1 +1,5 @@
-fn main() {}
+//! fleetctl: fleet's command-line client (see `fleet::fleetctl`).
+
+fn main() {
+    std::process::exit(fleet::fleetctl::main());
+}

@@ -1,0 +1,114 @@
+//! fleetd on a real machine: the image's etcd and fleetd started by a cloud-config, then
+//! fleetctl runs a unit through systemd over D-Bus (the backend the host tests replace with a
+//! recording one).
+
+use anyhow::{ensure, Result};
+use qemu_tests::vm::Vm;
+use qemu_tests::{boot_timeout, output, start_vm_with, wait_for_boot, WorkDir};
+
+const USER_DATA: &str = "#cloud-config
+coreos:
+  fleet:
+    metadata: role=test,disk=ssd
+  units:
+    - name: etcd.service
+      command: start
+    - name: fleet.service
+      command: start
+";
+
+const HELLO: &str = "[Unit]
+Description=hello from fleet
+
+[Service]
+ExecStart=/bin/sh -c 'echo hello > /run/fleet-hello; exec sleep infinity'
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Runs `cmd` until its output contains `want`, for up to `secs` seconds.
+fn wait_for_output(vm: &Vm, cmd: &str, want: &str, secs: u32) -> Result<String> {
+    let mut last = String::new();
+    for _ in 0..secs {
+        if let Ok(out) = vm.ssh(cmd) {
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() && last.contains(want) {
+                return Ok(last);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    anyhow::bail!("`{cmd}` never printed {want:?}; last output:\n{last}")
+}
+
+#[test]
+#[ignore = "boots the image under QEMU: run by make test"]
+fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
+    let image = output("keel.qcow2")?;
+    let work = WorkDir::new("keel-fleet-")?;
+    let user_data = work.path().join("user-data");
+    std::fs::write(&user_data, USER_DATA)?;
+    let vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
+        cfg.fw_cfg
+            .push(("opt/org.keel/user-data".into(), user_data.clone()))
+    })?;
+    let timeout = boot_timeout();
+    wait_for_boot(&vm, timeout)?;
+    vm.wait_for_ssh(timeout)?;
+
+    // The machine registers with its metadata from the coreos.fleet drop-in.
+    let machines = wait_for_output(
+        &vm,
+        "fleetctl list-machines --full --no-legend",
+        "role=test",
+        120,
+    )?;
+    let machine_id = vm.ssh_ok("cat /etc/machine-id")?;
+    ensure!(machines.contains(machine_id.trim()), "{machines}");
+    ensure!(machines.contains("disk=ssd"), "{machines}");
+
+    vm.ssh_ok(&format!(
+        "cat > /var/roothome/hello.service <<'EOF'\n{HELLO}EOF"
+    ))?;
+    let started = vm.ssh_ok("cd /var/roothome && timeout 120 fleetctl start hello.service")?;
+    ensure!(started.contains("launched"), "{started}");
+    ensure!(vm.ssh_ok("systemctl is-active hello.service")?.trim() == "active");
+    wait_for_output(&vm, "cat /run/fleet-hello", "hello", 30)?;
+    // Loaded from fleet's folder, enabled at runtime because of its [Install] section.
+    let link = vm.ssh_ok("readlink /run/systemd/system/hello.service")?;
+    ensure!(link.trim() == "/run/fleet/units/hello.service", "{link}");
+    let enabled = vm.ssh("systemctl is-enabled hello.service")?;
+    ensure!(
+        String::from_utf8_lossy(&enabled.stdout).trim() == "enabled-runtime",
+        "{enabled:?}"
+    );
+    let units = wait_for_output(&vm, "fleetctl list-units --no-legend", "running", 30)?;
+    ensure!(
+        units.contains("hello.service") && units.contains("active"),
+        "{units}"
+    );
+    let status = vm.ssh_ok("fleetctl status hello.service")?;
+    ensure!(status.contains("hello from fleet"), "{status}");
+
+    vm.ssh_ok("timeout 120 fleetctl stop hello.service")?;
+    let active = vm.ssh("systemctl is-active hello.service")?;
+    ensure!(
+        String::from_utf8_lossy(&active.stdout).trim() == "inactive",
+        "{active:?}"
+    );
+    vm.ssh_ok("fleetctl destroy hello.service")?;
+    wait_for_output(
+        &vm,
+        "test ! -e /run/fleet/units/hello.service && systemctl show -p LoadState --value hello.service",
+        "not-found",
+        60,
+    )?;
+    drop(vm);
+    work.passed();
+    Ok(())
+}
