@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::agent::{Agent, SystemdBackend};
 use crate::engine::run_engine;
@@ -54,15 +54,30 @@ pub async fn run_daemon<B: SystemdBackend>(
         };
         let lease = session.lease();
         let mut tasks = tokio::task::JoinSet::new();
+        // Agent and engine pass every interval, and at once when a watch sees a change.
+        let changed = Arc::new(Notify::new());
+        {
+            let registry = registry.clone();
+            let changed = Arc::clone(&changed);
+            tasks.spawn(async move { registry.watch_changes(changed).await });
+        }
         {
             let agent = Arc::clone(&agent);
             let interval = config.reconcile_interval;
+            let changed = Arc::clone(&changed);
             tasks.spawn(async move {
                 loop {
+                    // Registered before the pass, so a change during it wakes the next one.
+                    let woken = changed.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
                     if let Err(e) = agent.reconcile(lease).await {
                         tracing::warn!(error = %e, "agent pass failed");
                     }
-                    tokio::time::sleep(interval).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = woken => {}
+                    }
                 }
             });
         }
@@ -72,6 +87,7 @@ pub async fn run_daemon<B: SystemdBackend>(
                 config.machine.id.clone(),
                 lease,
                 config.reconcile_interval,
+                Arc::clone(&changed),
             ));
         }
         tokio::select! {

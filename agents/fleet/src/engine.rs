@@ -3,7 +3,10 @@
 //! scheduler (`schedule::reconcile`) what to change, and writes the changes fenced by its
 //! leadership key, so a deposed engine's late writes fail instead of double-scheduling.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use etcd_client::LeaderKey;
 
@@ -11,9 +14,15 @@ use crate::jobs::{job_view, machine_view};
 use crate::registry::{Registry, RegistryError};
 use crate::schedule::{reconcile, Decision};
 
-/// Waits to be elected (for as long as it takes), then reconciles every `interval` until the
-/// leadership is lost; then campaigns again. Returns only on an error etcd keeps giving.
-pub async fn run_engine(registry: Registry, machine_id: String, lease: i64, interval: Duration) {
+/// Waits to be elected (for as long as it takes), then reconciles every `interval` and when
+/// `changed` fires, until the leadership is lost; then campaigns again.
+pub async fn run_engine(
+    registry: Registry,
+    machine_id: String,
+    lease: i64,
+    interval: Duration,
+    changed: Arc<Notify>,
+) {
     loop {
         let leader = match campaign(&registry, &machine_id, lease).await {
             Ok(leader) => leader,
@@ -25,6 +34,9 @@ pub async fn run_engine(registry: Registry, machine_id: String, lease: i64, inte
         };
         tracing::info!(machine = %machine_id, "elected engine leader");
         loop {
+            let woken = changed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             match reconcile_once(&registry, &leader).await {
                 Ok(_) => {}
                 Err(RegistryError::NotLeader) => {
@@ -33,7 +45,10 @@ pub async fn run_engine(registry: Registry, machine_id: String, lease: i64, inte
                 }
                 Err(e) => tracing::warn!(error = %e, "engine pass failed"),
             }
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = woken => {}
+            }
         }
     }
 }

@@ -469,6 +469,44 @@ impl Registry {
         }
     }
 
+    // ----- changes -----------------------------------------------------------------------
+
+    /// Calls `notify.notify_waiters()` whenever units (`job/`) or machines change, for as long
+    /// as the task runs; a broken watch (etcd restarting) is opened again. Unit states are not
+    /// watched: agents write them on every change they see, and watching them would make the
+    /// agents wake each other for nothing.
+    pub async fn watch_changes(&self, notify: std::sync::Arc<tokio::sync::Notify>) {
+        loop {
+            let mut client = self.client.clone();
+            let mut streams = Vec::new();
+            for prefix in [self.key("job/"), self.key("machines/")] {
+                match client
+                    .watch(prefix, Some(etcd_client::WatchOptions::new().with_prefix()))
+                    .await
+                {
+                    Ok(stream) => streams.push(stream),
+                    Err(e) => tracing::debug!(error = %e, "watch failed; retrying"),
+                }
+            }
+            if streams.len() == 2 {
+                // Something may have changed while no watch was open.
+                notify.notify_waiters();
+                let [mut jobs, mut machines] = <[_; 2]>::try_from(streams).expect("two watches");
+                loop {
+                    let event = tokio::select! {
+                        e = jobs.message() => e,
+                        e = machines.message() => e,
+                    };
+                    match event {
+                        Ok(Some(_)) => notify.notify_waiters(),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     // ----- unit states (agents) ----------------------------------------------------------
 
     pub async fn publish_state(&self, state: &PublishedState, lease: i64) -> Result<()> {

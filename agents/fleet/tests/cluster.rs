@@ -119,7 +119,14 @@ async fn a_stopped_machines_units_move_and_followers_follow() {
         survivor.systemd.active_units() == vec!["db-backup.service", "db.service"]
     })
     .await;
-    eprintln!("units moved {:?} after the kill", killed_at.elapsed());
+    let moved = killed_at.elapsed();
+    eprintln!("units moved {moved:?} after the kill");
+    // fleet's promise: rescheduled within agent_ttl plus one engine interval. The agent's own
+    // pass (one more interval) starts them, and etcd checks lease expiry every 500 ms.
+    assert!(
+        moved <= TTL + INTERVAL * 2 + Duration::from_millis(1500),
+        "took {moved:?}"
+    );
     survivor.stop().await;
 }
 
@@ -310,4 +317,87 @@ async fn desired_states_load_start_stop_unload() {
         Some("load cycle.service enable")
     );
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conflicts_pins_metadata_and_replaces_on_real_etcd() {
+    let etcd = TestEtcd::start();
+    let reg = registry(&etcd).await;
+    let a = start_node(&etcd, "m-a", &[("region", "eu"), ("disk", "ssd")]).await;
+    let b = start_node(&etcd, "m-b", &[("region", "us"), ("disk", "ssd")]).await;
+    let c = start_node(&etcd, "m-c", &[("region", "ap"), ("disk", "hdd")]).await;
+    let nodes = [&a, &b, &c];
+
+    // MachineID pins; metadata: same key repeated is OR, different keys AND.
+    submit(
+        &reg,
+        "pinned.service",
+        &with_fleet("MachineID=m-c"),
+        TargetState::Launched,
+    )
+    .await;
+    submit(
+        &reg,
+        "meta.service",
+        &with_fleet(
+            "MachineMetadata=region=us\nMachineMetadata=region=ap\nMachineMetadata=disk=ssd",
+        ),
+        TargetState::Launched,
+    )
+    .await;
+    // One-way conflict: only `lonely` names `pinned`; and multiple Conflicts on one unit.
+    submit(
+        &reg,
+        "lonely.service",
+        &with_fleet("Conflicts=pinned.service\nConflicts=meta.service"),
+        TargetState::Launched,
+    )
+    .await;
+    eventually("pinned, meta and lonely placed", SETTLE, || {
+        where_runs(&nodes, "pinned.service") == vec!["m-c"]
+            && where_runs(&nodes, "meta.service") == vec!["m-b"]
+            && where_runs(&nodes, "lonely.service") == vec!["m-a"]
+    })
+    .await;
+
+    // Replaces: `new` replaces `lonely`, takes its machine, and `lonely` moves away — to a
+    // machine without `pinned` or `meta`, and there is none, so it waits.
+    submit(
+        &reg,
+        "new.service",
+        &with_fleet("Replaces=lonely.service"),
+        TargetState::Launched,
+    )
+    .await;
+    eventually("new on lonely's machine, lonely waiting", SETTLE, || {
+        where_runs(&nodes, "new.service") == vec!["m-a"]
+            && where_runs(&nodes, "lonely.service").is_empty()
+    })
+    .await;
+
+    // A Replaces cycle: at most one of the two runs, and it stays put.
+    submit(
+        &reg,
+        "ping.service",
+        &with_fleet("Replaces=pong.service"),
+        TargetState::Launched,
+    )
+    .await;
+    submit(
+        &reg,
+        "pong.service",
+        &with_fleet("Replaces=ping.service"),
+        TargetState::Launched,
+    )
+    .await;
+    eventually("one of ping and pong", SETTLE, || {
+        where_runs(&nodes, "ping.service").len() + where_runs(&nodes, "pong.service").len() == 1
+    })
+    .await;
+    let before = running(&nodes);
+    tokio::time::sleep(INTERVAL * 6).await;
+    assert_eq!(running(&nodes), before, "the schedule kept changing");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
 }

@@ -50,6 +50,9 @@ pub struct Agent<B: SystemdBackend> {
     machine_id: String,
     unit_dir: PathBuf,
     applied: Mutex<BTreeMap<String, Applied>>,
+    /// What was last published per unit, and under which lease: unchanged states are not
+    /// written again.
+    published: Mutex<BTreeMap<String, (i64, PublishedState)>>,
 }
 
 impl<B: SystemdBackend> Agent<B> {
@@ -83,6 +86,7 @@ impl<B: SystemdBackend> Agent<B> {
             machine_id: machine_id.to_string(),
             unit_dir: unit_dir.to_path_buf(),
             applied: Mutex::new(applied),
+            published: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -155,6 +159,7 @@ impl<B: SystemdBackend> Agent<B> {
                 tracing::warn!(error = %e, "unloading failed");
             }
             applied.remove(&name);
+            self.published.lock().await.remove(&name);
             self.registry.remove_state(&name, &self.machine_id).await?;
         }
 
@@ -170,22 +175,22 @@ impl<B: SystemdBackend> Agent<B> {
                 }
             };
             let current = applied.get(name).map_or(TargetState::Inactive, |a| a.state);
-            self.registry
-                .publish_state(
-                    &PublishedState {
-                        state: UnitState {
-                            name: name.clone(),
-                            hash: job.unit_hash.clone(),
-                            machine_id: self.machine_id.clone(),
-                            load_state: state.load,
-                            active_state: state.active,
-                            sub_state: state.sub,
-                        },
-                        current,
-                    },
-                    lease,
-                )
-                .await?;
+            let published = PublishedState {
+                state: UnitState {
+                    name: name.clone(),
+                    hash: job.unit_hash.clone(),
+                    machine_id: self.machine_id.clone(),
+                    load_state: state.load,
+                    active_state: state.active,
+                    sub_state: state.sub,
+                },
+                current,
+            };
+            let mut last = self.published.lock().await;
+            if last.get(name) != Some(&(lease, published.clone())) {
+                self.registry.publish_state(&published, lease).await?;
+                last.insert(name.clone(), (lease, published));
+            }
         }
         Ok(())
     }
