@@ -266,6 +266,36 @@ fn check_not_fatal(vm: &Vm, m: &SerialMatch) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// Runs a host tool, turning a failure into an error with its stderr and a missing tool into
+/// one naming the Debian package.
+fn run_tool(cmd: &mut std::process::Command, package: &str) -> Result<(), HarnessError> {
+    let out = cmd
+        .output()
+        .map_err(io(format!("running {cmd:?} (Debian package {package})")))?;
+    if !out.status.success() {
+        return Err(HarnessError::Io {
+            context: format!("{cmd:?}"),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+        });
+    }
+    Ok(())
+}
+
+/// Boots `disk` with `user_data` offered through QEMU fw_cfg (`opt/org.keel/user-data`), the
+/// quickest datasource to set up; the file is written into `work_dir`.
+pub fn start_vm_with_user_data(
+    disk: &Path,
+    work_dir: &Path,
+    user_data: &str,
+) -> Result<Vm, HarnessError> {
+    std::fs::create_dir_all(work_dir).map_err(io(format!("creating {}", work_dir.display())))?;
+    let path = work_dir.join("user-data");
+    std::fs::write(&path, user_data).map_err(io(format!("writing {}", path.display())))?;
+    start_vm_with(disk, &work_dir.join("vm"), |cfg| {
+        cfg.fw_cfg.push(("opt/org.keel/user-data".into(), path))
+    })
+}
+
 /// The image's own slot-A kernel, initramfs and loader-entry command line, copied out of the
 /// ESP of `out/keel.raw` into `dir`, with `extra_args` appended to the command line: the
 /// same boot as from the disk, with kernel arguments a test needs (e.g. `keel.metadata_url=`).
@@ -284,23 +314,17 @@ pub fn direct_boot_from_esp(
     // mtools reads a FAT file system at an offset inside an image with `image@@offset`.
     let mut image = raw.into_os_string();
     image.push(format!("@@{}", esp.offset_bytes));
-    let copy = |from: &str, to: &Path| -> Result<(), HarnessError> {
-        let out = std::process::Command::new("mcopy")
-            .arg("-o")
-            .arg("-i")
-            .arg(&image)
-            .arg(from)
-            .arg(to)
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .output()
-            .map_err(io("running mcopy (Debian package mtools)"))?;
-        if !out.status.success() {
-            return Err(HarnessError::Io {
-                context: format!("mcopy {from}"),
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-            });
-        }
-        Ok(())
+    let copy = |from: &str, to: &Path| {
+        run_tool(
+            std::process::Command::new("mcopy")
+                .arg("-o")
+                .arg("-i")
+                .arg(&image)
+                .arg(from)
+                .arg(to)
+                .env("MTOOLS_SKIP_CHECK", "1"),
+            "mtools",
+        )
     };
     let (kernel, initrd, entry) = (
         dir.join("vmlinuz"),
@@ -329,18 +353,6 @@ pub fn direct_boot_from_esp(
 /// and `meta-data`, which Keel's provisioner and cloud-init both read. Attach it with
 /// `VmConfig::extra_drives`. Needs mkfs.vfat (dosfstools) and mcopy (mtools).
 pub fn nocloud_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<PathBuf, HarnessError> {
-    let run = |cmd: &mut std::process::Command, package: &str| -> Result<(), HarnessError> {
-        let out = cmd
-            .output()
-            .map_err(io(format!("running {cmd:?} (Debian package {package})")))?;
-        if !out.status.success() {
-            return Err(HarnessError::Io {
-                context: format!("{cmd:?}"),
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-            });
-        }
-        Ok(())
-    };
     let seed_dir = dir.join("nocloud");
     std::fs::create_dir_all(&seed_dir).map_err(io(format!("creating {}", seed_dir.display())))?;
     let img = dir.join("cidata.img");
@@ -349,7 +361,7 @@ pub fn nocloud_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<Path
         let path = seed_dir.join(name);
         std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
     }
-    run(
+    run_tool(
         std::process::Command::new("mkfs.vfat")
             .args(["-n", "cidata", "-C"])
             .arg(&img)
@@ -357,7 +369,7 @@ pub fn nocloud_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<Path
         "dosfstools",
     )?;
     for name in ["user-data", "meta-data"] {
-        run(
+        run_tool(
             std::process::Command::new("mcopy")
                 .arg("-i")
                 .arg(&img)

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 use qemu_tests::vm::Vm;
-use qemu_tests::{boot_timeout, output, start_vm_with, wait_for_boot, WorkDir};
+use qemu_tests::{boot_timeout, output, start_vm_with_user_data, wait_for_boot, WorkDir};
 
 const USER_DATA: &str = "#cloud-config
 coreos:
@@ -51,12 +51,7 @@ fn wait_for_output(vm: &Vm, cmd: &str, want: &str, secs: u32) -> Result<String> 
 fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
     let image = output("keel.qcow2")?;
     let work = WorkDir::new("keel-fleet-")?;
-    let user_data = work.path().join("user-data");
-    std::fs::write(&user_data, USER_DATA)?;
-    let vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
-        cfg.fw_cfg
-            .push(("opt/org.keel/user-data".into(), user_data.clone()))
-    })?;
+    let vm = start_vm_with_user_data(&image, work.path(), USER_DATA)?;
     let timeout = boot_timeout();
     wait_for_boot(&vm, timeout)?;
     vm.wait_for_ssh(timeout)?;

@@ -6,11 +6,10 @@ use base64::Engine;
 use flate2::{write::GzEncoder, Compression};
 use qemu_tests::vm::{GuestForward, Vm};
 use qemu_tests::{
-    boot_timeout, direct_boot_from_esp, output, start_vm_with, test_key, wait_for_boot, WorkDir,
+    boot_timeout, direct_boot_from_esp, nocloud_seed, output, start_vm_with,
+    start_vm_with_user_data, test_key, wait_for_boot, WorkDir,
 };
 use std::io::Write;
-use std::path::Path;
-use std::process::Command;
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -20,39 +19,6 @@ fn gzip_b64(data: &[u8]) -> String {
     let mut enc = GzEncoder::new(Vec::new(), Compression::default());
     enc.write_all(data).unwrap();
     b64(&enc.finish().unwrap())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// A NoCloud seed: a small FAT image labelled cidata with user-data and meta-data.
-fn nocloud_drive(dir: &Path, user_data: &str) -> Result<std::path::PathBuf> {
-    let img = dir.join("cidata.img");
-    std::fs::write(dir.join("user-data"), user_data)?;
-    std::fs::write(
-        dir.join("meta-data"),
-        "instance-id: keel-test-1\nlocal-hostname: from-meta-data\n",
-    )?;
-    run(Command::new("mkfs.vfat")
-        .args(["-n", "cidata", "-C"])
-        .arg(&img)
-        .arg("2048"))?;
-    for f in ["user-data", "meta-data"] {
-        run(Command::new("mcopy")
-            .arg("-i")
-            .arg(&img)
-            .arg(dir.join(f))
-            .arg(format!("::{f}"))
-            .env("MTOOLS_SKIP_CHECK", "1"))?;
-    }
-    Ok(img)
 }
 
 fn user_data(pubkey: &str) -> String {
@@ -122,22 +88,17 @@ fn nocloud_config_is_applied_on_first_boot() -> Result<()> {
     let image = output("keel.qcow2")?;
     let work = WorkDir::new("keel-nocloud-")?;
     let pubkey = std::fs::read_to_string(test_key()?.with_extension("pub"))?;
-    let drive = nocloud_drive(work.path(), &user_data(pubkey.trim()))?;
+    let drive = nocloud_seed(
+        work.path(),
+        &user_data(pubkey.trim()),
+        "instance-id: keel-test-1\nlocal-hostname: from-meta-data\n",
+    )?;
     let mut vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
         cfg.extra_drives.push(drive)
     })?;
     let timeout = boot_timeout();
     wait_for_boot(&vm, timeout)?;
-    let line = vm
-        .serial_lines()
-        .into_iter()
-        .find(|l| l.text.contains("keel-init: provisioning:"))
-        .context("no provisioning line on the console")?;
-    ensure!(
-        line.text.contains("applied config from nocloud") && line.text.contains(" 0 errors"),
-        "{}",
-        line.text
-    );
+    expect_applied(&vm, "keel-init: provisioning:", "nocloud")?;
 
     vm.set_ssh_user("core");
     vm.wait_for_ssh(timeout)?;
@@ -203,6 +164,23 @@ fn nocloud_config_is_applied_on_first_boot() -> Result<()> {
     );
     drop(vm);
     work.passed();
+    Ok(())
+}
+
+/// Finds the stage's console line (`marker`) and checks it applied a config from `source`
+/// without errors.
+fn expect_applied(vm: &Vm, marker: &str, source: &str) -> Result<()> {
+    let line = vm
+        .serial_lines()
+        .into_iter()
+        .find(|l| l.text.contains(marker))
+        .with_context(|| format!("no `{marker}` line on the console"))?;
+    ensure!(
+        line.text.contains(&format!("applied config from {source}"))
+            && line.text.contains(" 0 errors"),
+        "{}",
+        line.text
+    );
     Ok(())
 }
 
@@ -275,16 +253,7 @@ fn metadata_service_config_is_applied_by_the_network_stage() -> Result<()> {
     let timeout = boot_timeout();
     wait_for_boot(&vm, timeout)?;
     // The network stage finishes before multi-user.target, so its line is already there.
-    let line = vm
-        .serial_lines()
-        .into_iter()
-        .find(|l| l.text.contains("keel-provision: network stage:"))
-        .context("no network stage line on the console")?;
-    ensure!(
-        line.text.contains("applied config from ec2:") && line.text.contains(" 0 errors"),
-        "{}",
-        line.text
-    );
+    expect_applied(&vm, "keel-provision: network stage:", "ec2:")?;
 
     // The metadata's key makes `core` (Container Linux's default user) and lets it in.
     vm.set_ssh_user("core");
@@ -343,16 +312,12 @@ fn metadata_service_config_is_applied_by_the_network_stage() -> Result<()> {
 fn a_broken_config_from_fw_cfg_still_boots_and_reports_its_line() -> Result<()> {
     let image = output("keel.qcow2")?;
     let work = WorkDir::new("keel-fwcfg-")?;
-    let user_data = work.path().join("user-data");
     // Line 6 holds an invalid unit command; the hostname before it must still be applied.
-    std::fs::write(
-        &user_data,
+    let vm = start_vm_with_user_data(
+        &image,
+        work.path(),
         "#cloud-config\nhostname: keel-fwcfg\ncoreos:\n  units:\n    - name: x.service\n      command: launch\n",
     )?;
-    let vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
-        cfg.fw_cfg
-            .push(("opt/org.keel/user-data".into(), user_data.clone()))
-    })?;
     let timeout = boot_timeout();
     wait_for_boot(&vm, timeout)?;
     vm.wait_for_ssh(timeout)?;

@@ -200,50 +200,25 @@ impl Registry {
 
     /// Sets an existing unit's desired state.
     pub async fn set_desired_state(&self, name: &str, desired: TargetState) -> Result<()> {
-        let ok = self
-            .client
-            .kv_client()
-            .txn(
-                Txn::new()
-                    .when([Compare::create_revision(
-                        self.job_key(name, "object"),
-                        CompareOp::Greater,
-                        0,
-                    )])
-                    .and_then([TxnOp::put(
-                        self.job_key(name, "target-state"),
-                        desired.as_str(),
-                        None,
-                    )]),
-            )
-            .await?
-            .succeeded();
-        if ok {
-            Ok(())
-        } else {
-            Err(RegistryError::UnitNotFound(name.to_string()))
-        }
+        let op = TxnOp::put(self.job_key(name, "target-state"), desired.as_str(), None);
+        self.if_job_exists(name, op).await
     }
 
     /// Removes a unit (its object, desired state and schedule). Agents then stop and unload
     /// it; its text stays under `unit/` for any other unit with the same content.
     pub async fn destroy_job(&self, name: &str) -> Result<()> {
         let prefix = self.key(&format!("job/{name}/"));
+        let op = TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()));
+        self.if_job_exists(name, op).await
+    }
+
+    /// Runs `op` in a transaction that first checks that unit `name` exists.
+    async fn if_job_exists(&self, name: &str, op: TxnOp) -> Result<()> {
+        let exists = Compare::create_revision(self.job_key(name, "object"), CompareOp::Greater, 0);
         let ok = self
             .client
             .kv_client()
-            .txn(
-                Txn::new()
-                    .when([Compare::create_revision(
-                        self.job_key(name, "object"),
-                        CompareOp::Greater,
-                        0,
-                    )])
-                    .and_then([TxnOp::delete(
-                        prefix,
-                        Some(DeleteOptions::new().with_prefix()),
-                    )]),
-            )
+            .txn(Txn::new().when([exists]).and_then([op]))
             .await?
             .succeeded();
         if ok {
