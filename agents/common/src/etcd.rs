@@ -14,7 +14,7 @@ pub struct EtcdConfig {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    /// How long one request may take.
+    /// How long connecting, and answering a keep-alive ping, may take.
     pub request_timeout: Duration,
 }
 
@@ -67,10 +67,13 @@ impl EtcdConfig {
                 source,
             })
         };
+        // No per-call timeout on the channel: it would also cut off the calls that are meant
+        // to wait (an election campaign, watches). A dead connection is found by gRPC
+        // keep-alive pings instead, within 10 s plus the request timeout.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.request_timeout)
-            .with_timeout(self.request_timeout)
-            .with_keep_alive(Duration::from_secs(10), self.request_timeout);
+            .with_keep_alive(Duration::from_secs(10), self.request_timeout)
+            .with_keep_alive_while_idle(true);
         let identity = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => Some(Identity::from_pem(read(cert)?, read(key)?)),
             (Some(_), None) => return Err(EtcdError::HalfIdentity("certificate")),

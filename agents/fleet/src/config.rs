@@ -40,7 +40,8 @@ pub struct FleetConfig {
     pub etcd_keyfile: Option<PathBuf>,
     pub etcd_username: Option<String>,
     pub etcd_password: Option<String>,
-    /// How long one etcd request may take (`etcd_request_timeout`, seconds).
+    /// How long connecting to etcd, or its answer to a keep-alive ping, may take
+    /// (`etcd_request_timeout`, seconds).
     pub etcd_request_timeout: Duration,
     /// The address published for this machine; None lets fleetd pick one.
     pub public_ip: Option<IpAddr>,
