@@ -1,4 +1,5 @@
-//! A real etcd (Debian's etcd-server) for the agents' tests: one member on free loopback ports
+//! A real etcd (Debian's etcd-server) for the agents' tests: one member on free ports (of
+//! loopback, or of an address the test owns)
 //! with its data in a temporary directory, stopped and removed on drop. It can be stopped and
 //! started again on the same ports and data, for tests of how agents ride out an etcd restart.
 
@@ -11,6 +12,9 @@ use crate::EtcdConfig;
 
 pub struct TestEtcd {
     dir: tempfile::TempDir,
+    /// The address etcd listens on: loopback, or a test bridge's address that network
+    /// namespaces reach.
+    ip: std::net::Ipv4Addr,
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
@@ -23,8 +27,8 @@ fn etcd_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(ip: std::net::Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
@@ -34,6 +38,12 @@ impl TestEtcd {
     /// Starts etcd and waits until it answers. Panics with the package to install when the
     /// binary is missing (this is test support: a clear panic is the error report).
     pub fn start() -> TestEtcd {
+        TestEtcd::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Like [`TestEtcd::start`], listening on `ip` (an address of this host that the test
+    /// owns, such as a test bridge's, so that its network namespaces reach etcd).
+    pub fn start_on(ip: std::net::Ipv4Addr) -> TestEtcd {
         let binary = etcd_binary();
         assert!(
             binary.is_file(),
@@ -46,8 +56,9 @@ impl TestEtcd {
             .expect("a temporary directory for etcd");
         let mut etcd = TestEtcd {
             dir,
-            client_port: free_port(),
-            peer_port: free_port(),
+            ip,
+            client_port: free_port(ip),
+            peer_port: free_port(ip),
             child: None,
         };
         etcd.start_process();
@@ -55,8 +66,8 @@ impl TestEtcd {
     }
 
     fn start_process(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("http://{}:{}", self.ip, self.client_port);
+        let peer = format!("http://{}:{}", self.ip, self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log");
         let child = Command::new(etcd_binary())
             .arg("--name")
@@ -91,7 +102,7 @@ impl TestEtcd {
 
     fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let health = format!("127.0.0.1:{}", self.client_port);
+        let health = format!("{}:{}", self.ip, self.client_port);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -130,7 +141,7 @@ impl TestEtcd {
 
     /// The client URL, e.g. `http://127.0.0.1:43127`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.ip, self.client_port)
     }
 
     pub fn config(&self) -> EtcdConfig {

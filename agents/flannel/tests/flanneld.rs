@@ -1,0 +1,288 @@
+//! flanneld itself, as processes in network namespaces (three "hosts" on a test bridge, made
+//! by flannel::testing::TestNetwork) against a real etcd listening on the bridge's address.
+//! Every packet stays on this machine.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_common::testing::TestEtcd;
+use flannel::subnet::{parse_subnet_key, Ipv4Net};
+use flannel::testing::TestNetwork;
+
+const PREFIX: &str = "/coreos.com/network";
+const HEALTHZ_PORT: &str = "18080";
+
+struct Flanneld {
+    child: Child,
+    subnet_file: PathBuf,
+}
+
+impl Drop for Flanneld {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_flanneld(
+    tn: &TestNetwork,
+    i: usize,
+    etcd: &TestEtcd,
+    dir: &Path,
+    prefix: &str,
+) -> Flanneld {
+    let tag = prefix.trim_start_matches('/').replace('/', "_");
+    let subnet_file = dir.join(format!("subnet-{i}-{tag}.env"));
+    let log = std::fs::File::create(dir.join(format!("flanneld-{i}-{tag}.log"))).unwrap();
+    let child = tn
+        .exec(i, env!("CARGO_BIN_EXE_flanneld"))
+        .arg(format!("--etcd-endpoints={}", etcd.endpoint()))
+        .arg(format!("--etcd-prefix={prefix}"))
+        .arg(format!("--subnet-file={}", subnet_file.display()))
+        // One health port per network, so two flanneld can share a host.
+        .arg(format!(
+            "--healthz-port={}",
+            if prefix == PREFIX {
+                HEALTHZ_PORT
+            } else {
+                "18081"
+            }
+        ))
+        .arg(format!("--healthz-ip={}", tn.host(i).addr()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("starting flanneld");
+    Flanneld { child, subnet_file }
+}
+
+fn subnet_of(f: &Flanneld) -> Option<Ipv4Net> {
+    flannel::subnet_env::previous_subnet(&f.subnet_file)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An address inside `subnet` that the test puts on the host: the subnet's .2.
+fn inside(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 2)
+}
+
+/// Whether host i's readiness endpoint answers 200 (asked from inside its namespace).
+fn ready(tn: &TestNetwork, i: usize) -> bool {
+    let out = tn
+        .exec(i, "bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/{}/{HEALTHZ_PORT} && printf 'GET /ready HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3",
+            tn.host(i).addr()
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("200")
+}
+
+async fn put_config(etcd: &TestEtcd, prefix: &str, json: &str) {
+    let mut client = etcd.config().connect().await.unwrap();
+    client
+        .put(format!("{prefix}/config"), json, None)
+        .await
+        .unwrap();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Three hosts on one backend: distinct subnets, subnet.env, readiness, pings between the
+/// subnets; a restarted flanneld keeps its subnet; a host that leaves loses its routes on
+/// the others.
+fn three_hosts(backend: &str) {
+    let tn = TestNetwork::new(3);
+    let etcd = TestEtcd::start_on(tn.bridge_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut daemons: Vec<Flanneld> = (0..3)
+        .map(|i| start_flanneld(&tn, i, &etcd, dir.path(), PREFIX))
+        .collect();
+    // flanneld waits for the config to appear.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(daemons.iter().all(|d| subnet_of(d).is_none()));
+    assert!(!ready(&tn, 0));
+    rt.block_on(put_config(
+        &etcd,
+        PREFIX,
+        &format!(r#"{{"Network":"10.60.0.0/16","Backend":{{"Type":"{backend}"}}}}"#),
+    ));
+    wait_until("three subnet.env files", Duration::from_secs(30), || {
+        daemons.iter().all(|d| subnet_of(d).is_some())
+    });
+    let subnets: Vec<Ipv4Net> = daemons.iter().map(|d| subnet_of(d).unwrap()).collect();
+    let mut distinct = subnets.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{subnets:?}");
+    let env = std::fs::read_to_string(&daemons[0].subnet_file).unwrap();
+    assert!(env.contains("FLANNEL_NETWORK=10.60.0.0/16"), "{env}");
+    let mtu = if backend == "vxlan" { 1450 } else { 1500 };
+    assert!(env.contains(&format!("FLANNEL_MTU={mtu}")), "{env}");
+    wait_until("readiness", Duration::from_secs(10), || {
+        (0..3).all(|i| ready(&tn, i))
+    });
+
+    for (i, subnet) in subnets.iter().enumerate() {
+        tn.add_test_address(
+            i,
+            Ipv4Net::new(inside(*subnet), subnet.prefix_len()).unwrap(),
+        );
+    }
+    for (from, to) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
+        wait_until(
+            &format!("ping {from} -> {to}"),
+            Duration::from_secs(20),
+            || tn.ping(from, inside(subnets[from]), inside(subnets[to])),
+        );
+    }
+
+    // Restart host 0's flanneld: same subnet, and the others still reach it.
+    drop(daemons.remove(0));
+    let restarted = start_flanneld(&tn, 0, &etcd, dir.path(), PREFIX);
+    std::fs::remove_file(&restarted.subnet_file).ok();
+    wait_until(
+        "the restarted flanneld's subnet.env",
+        Duration::from_secs(30),
+        || subnet_of(&restarted).is_some(),
+    );
+    assert_eq!(subnet_of(&restarted), Some(subnets[0]));
+    daemons.insert(0, restarted);
+    wait_until(
+        "ping 1 -> 0 after the restart",
+        Duration::from_secs(20),
+        || tn.ping(1, inside(subnets[1]), inside(subnets[0])),
+    );
+
+    // Host 2 leaves: its flanneld stops and its lease goes (as when it expires); the others
+    // drop their routes to it.
+    drop(daemons.remove(2));
+    rt.block_on(async {
+        let mut client = etcd.config().connect().await.unwrap();
+        let key = format!(
+            "{PREFIX}/subnets/{}",
+            flannel::subnet::subnet_key(subnets[2])
+        );
+        client.delete(key, None).await.unwrap();
+    });
+    let route_gone = |i: usize| {
+        let out = tn
+            .exec(i, "ip")
+            .args(["-4", "route", "show", &subnets[2].to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    wait_until(
+        "routes to the departed host removed",
+        Duration::from_secs(20),
+        || route_gone(0) && route_gone(1),
+    );
+    if backend == "vxlan" {
+        let fdb = tn
+            .exec(0, "bridge")
+            .args(["fdb", "show", "dev", "flannel.1"])
+            .output()
+            .unwrap();
+        let fdb = String::from_utf8_lossy(&fdb.stdout);
+        assert!(
+            !fdb.contains(&tn.host(2).addr().to_string()),
+            "FDB still points at the departed host: {fdb}"
+        );
+    }
+    assert!(tn.ping(0, inside(subnets[0]), inside(subnets[1])));
+}
+
+#[test]
+fn three_hosts_over_vxlan() {
+    three_hosts("vxlan");
+}
+
+#[test]
+fn three_hosts_over_host_gw() {
+    three_hosts("host-gw");
+}
+
+#[test]
+fn twenty_flanneld_at_once_get_twenty_subnets_and_networks_stay_apart() {
+    let tn = TestNetwork::new(20);
+    let etcd = TestEtcd::start_on(tn.bridge_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        put_config(
+            &etcd,
+            PREFIX,
+            r#"{"Network":"10.70.0.0/16","Backend":{"Type":"vxlan"}}"#,
+        )
+        .await;
+        put_config(
+            &etcd,
+            "/second/network",
+            r#"{"Network":"10.80.0.0/16","Backend":{"Type":"vxlan","VNI":2}}"#,
+        )
+        .await;
+    });
+    let daemons: Vec<Flanneld> = (0..20)
+        .map(|i| start_flanneld(&tn, i, &etcd, dir.path(), PREFIX))
+        .collect();
+    // A second network on two of the hosts, under another prefix (its own VNI and device).
+    let second: Vec<Flanneld> = (0..2)
+        .map(|i| start_flanneld(&tn, i, &etcd, dir.path(), "/second/network"))
+        .collect();
+    wait_until("twenty subnet.env files", Duration::from_secs(90), || {
+        daemons.iter().all(|d| subnet_of(d).is_some())
+    });
+    let mut subnets: Vec<Ipv4Net> = daemons.iter().map(|d| subnet_of(d).unwrap()).collect();
+    subnets.sort();
+    subnets.dedup();
+    assert_eq!(subnets.len(), 20);
+    assert!(subnets.iter().all(|s| s.to_string().starts_with("10.70.")));
+
+    wait_until(
+        "the second network's subnets",
+        Duration::from_secs(30),
+        || second.iter().all(|d| subnet_of(d).is_some()),
+    );
+    assert!(second
+        .iter()
+        .all(|d| subnet_of(d).unwrap().to_string().starts_with("10.80.")));
+    let keys = rt.block_on(async {
+        let mut client = etcd.config().connect().await.unwrap();
+        let resp = client
+            .get(
+                "/second/network/subnets/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        resp.kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                parse_subnet_key(key.rsplit('/').next()?)
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    drop(second);
+    drop(daemons);
+}
