@@ -35,6 +35,7 @@ bench: image image-cloud-init
 	cargo bench -p qemu-tests --bench boot
 	cargo bench -p qemu-tests --bench cloud_init
 	cargo bench -p provisioner --bench parse_apply
+	cargo bench -p flannel --bench flannel
 
 deps:
 	@scripts/host-deps.sh

@@ -392,3 +392,74 @@ impl Drop for TestNetwork {
         }
     }
 }
+
+/// A flanneld process running in one test host's namespace; killed on drop.
+pub struct FlanneldProcess {
+    child: std::process::Child,
+    subnet_file: PathBuf,
+}
+
+impl FlanneldProcess {
+    /// Starts `binary` in host `i` against `etcd_endpoint` under `prefix`, with its subnet.env
+    /// and log in `dir`, its health server on the host's address at `healthz_port`, and any
+    /// `extra` flags.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        tn: &TestNetwork,
+        i: usize,
+        binary: &std::path::Path,
+        etcd_endpoint: &str,
+        dir: &std::path::Path,
+        prefix: &str,
+        healthz_port: u16,
+        extra: &[&str],
+    ) -> FlanneldProcess {
+        let tag = prefix.trim_start_matches('/').replace('/', "_");
+        let subnet_file = dir.join(format!("subnet-{i}-{tag}.env"));
+        let log = std::fs::File::create(dir.join(format!("flanneld-{i}-{tag}.log")))
+            .expect("flanneld log file");
+        let child = tn
+            .exec(i, &binary.display().to_string())
+            .arg(format!("--etcd-endpoints={etcd_endpoint}"))
+            .arg(format!("--etcd-prefix={prefix}"))
+            .arg(format!("--subnet-file={}", subnet_file.display()))
+            .arg(format!("--healthz-port={healthz_port}"))
+            .arg(format!("--healthz-ip={}", tn.host(i).addr()))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting flanneld");
+        FlanneldProcess { child, subnet_file }
+    }
+
+    pub fn subnet_file(&self) -> &std::path::Path {
+        &self.subnet_file
+    }
+
+    /// The subnet its subnet.env names, once written.
+    pub fn subnet(&self) -> Option<Ipv4Net> {
+        crate::subnet_env::previous_subnet(&self.subnet_file)
+    }
+}
+
+impl Drop for FlanneldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the flanneld in host `i` answers 200 on `/ready` (asked from inside the host).
+pub fn is_ready(tn: &TestNetwork, i: usize, healthz_port: u16) -> bool {
+    let out = tn
+        .exec(i, "bash")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/{}/{healthz_port} && printf 'GET /ready HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3",
+            tn.host(i).addr()
+        ))
+        .output();
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("200"))
+}

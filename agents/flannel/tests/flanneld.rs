@@ -3,64 +3,46 @@
 //! Every packet stays on this machine.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_common::testing::TestEtcd;
 use flannel::subnet::{parse_subnet_key, Ipv4Net};
-use flannel::testing::TestNetwork;
+use flannel::testing::{FlanneldProcess, TestNetwork};
 
 const PREFIX: &str = "/coreos.com/network";
-const HEALTHZ_PORT: &str = "18080";
-
-struct Flanneld {
-    child: Child,
-    subnet_file: PathBuf,
-}
-
-impl Drop for Flanneld {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const HEALTHZ_PORT: u16 = 18080;
 
 fn start_flanneld(
     tn: &TestNetwork,
     i: usize,
     etcd: &TestEtcd,
-    dir: &Path,
+    dir: &std::path::Path,
     prefix: &str,
-) -> Flanneld {
-    let tag = prefix.trim_start_matches('/').replace('/', "_");
-    let subnet_file = dir.join(format!("subnet-{i}-{tag}.env"));
-    let log = std::fs::File::create(dir.join(format!("flanneld-{i}-{tag}.log"))).unwrap();
-    let child = tn
-        .exec(i, env!("CARGO_BIN_EXE_flanneld"))
-        .arg(format!("--etcd-endpoints={}", etcd.endpoint()))
-        .arg(format!("--etcd-prefix={prefix}"))
-        .arg(format!("--subnet-file={}", subnet_file.display()))
-        // One health port per network, so two flanneld can share a host.
-        .arg(format!(
-            "--healthz-port={}",
-            if prefix == PREFIX {
-                HEALTHZ_PORT
-            } else {
-                "18081"
-            }
-        ))
-        .arg(format!("--healthz-ip={}", tn.host(i).addr()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("starting flanneld");
-    Flanneld { child, subnet_file }
+) -> FlanneldProcess {
+    // One health port per network, so two flanneld can share a host.
+    let port = if prefix == PREFIX {
+        HEALTHZ_PORT
+    } else {
+        HEALTHZ_PORT + 1
+    };
+    FlanneldProcess::start(
+        tn,
+        i,
+        std::path::Path::new(env!("CARGO_BIN_EXE_flanneld")),
+        &etcd.endpoint(),
+        dir,
+        prefix,
+        port,
+        &[],
+    )
 }
 
-fn subnet_of(f: &Flanneld) -> Option<Ipv4Net> {
-    flannel::subnet_env::previous_subnet(&f.subnet_file)
+fn subnet_of(f: &FlanneldProcess) -> Option<Ipv4Net> {
+    f.subnet()
+}
+
+fn ready(tn: &TestNetwork, i: usize) -> bool {
+    flannel::testing::is_ready(tn, i, HEALTHZ_PORT)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -74,20 +56,6 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 /// An address inside `subnet` that the test puts on the host: the subnet's .2.
 fn inside(subnet: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()) + 2)
-}
-
-/// Whether host i's readiness endpoint answers 200 (asked from inside its namespace).
-fn ready(tn: &TestNetwork, i: usize) -> bool {
-    let out = tn
-        .exec(i, "bash")
-        .arg("-c")
-        .arg(format!(
-            "exec 3<>/dev/tcp/{}/{HEALTHZ_PORT} && printf 'GET /ready HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 12 <&3",
-            tn.host(i).addr()
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("200")
 }
 
 async fn put_config(etcd: &TestEtcd, prefix: &str, json: &str) {
@@ -113,7 +81,7 @@ fn three_hosts(backend: &str) {
     let etcd = TestEtcd::start_on(tn.bridge_addr());
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let mut daemons: Vec<Flanneld> = (0..3)
+    let mut daemons: Vec<FlanneldProcess> = (0..3)
         .map(|i| start_flanneld(&tn, i, &etcd, dir.path(), PREFIX))
         .collect();
     // flanneld waits for the config to appear.
@@ -133,7 +101,7 @@ fn three_hosts(backend: &str) {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 3, "{subnets:?}");
-    let env = std::fs::read_to_string(&daemons[0].subnet_file).unwrap();
+    let env = std::fs::read_to_string(daemons[0].subnet_file()).unwrap();
     assert!(env.contains("FLANNEL_NETWORK=10.60.0.0/16"), "{env}");
     let mtu = if backend == "vxlan" { 1450 } else { 1500 };
     assert!(env.contains(&format!("FLANNEL_MTU={mtu}")), "{env}");
@@ -156,9 +124,11 @@ fn three_hosts(backend: &str) {
     }
 
     // Restart host 0's flanneld: same subnet, and the others still reach it.
-    drop(daemons.remove(0));
+    // Its subnet.env goes too, so the subnet comes back by the lease's PublicIP alone.
+    let old = daemons.remove(0);
+    std::fs::remove_file(old.subnet_file()).unwrap();
+    drop(old);
     let restarted = start_flanneld(&tn, 0, &etcd, dir.path(), PREFIX);
-    std::fs::remove_file(&restarted.subnet_file).ok();
     wait_until(
         "the restarted flanneld's subnet.env",
         Duration::from_secs(30),
@@ -241,11 +211,11 @@ fn twenty_flanneld_at_once_get_twenty_subnets_and_networks_stay_apart() {
         )
         .await;
     });
-    let daemons: Vec<Flanneld> = (0..20)
+    let daemons: Vec<FlanneldProcess> = (0..20)
         .map(|i| start_flanneld(&tn, i, &etcd, dir.path(), PREFIX))
         .collect();
     // A second network on two of the hosts, under another prefix (its own VNI and device).
-    let second: Vec<Flanneld> = (0..2)
+    let second: Vec<FlanneldProcess> = (0..2)
         .map(|i| start_flanneld(&tn, i, &etcd, dir.path(), "/second/network"))
         .collect();
     wait_until("twenty subnet.env files", Duration::from_secs(90), || {
@@ -285,4 +255,64 @@ fn twenty_flanneld_at_once_get_twenty_subnets_and_networks_stay_apart() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     drop(second);
     drop(daemons);
+}
+
+#[test]
+fn ip_masq_installs_flannels_rules_once() {
+    let tn = TestNetwork::new(1);
+    let etcd = TestEtcd::start_on(tn.bridge_addr());
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(put_config(
+        &etcd,
+        PREFIX,
+        r#"{"Network":"10.90.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    ));
+    let start = || {
+        FlanneldProcess::start(
+            &tn,
+            0,
+            std::path::Path::new(env!("CARGO_BIN_EXE_flanneld")),
+            &etcd.endpoint(),
+            dir.path(),
+            PREFIX,
+            HEALTHZ_PORT,
+            &["--ip-masq"],
+        )
+    };
+    let rules = || {
+        let out = tn
+            .exec(0, "iptables")
+            .args(["-t", "nat", "-S", "POSTROUTING"])
+            .output()
+            .expect("iptables (Debian package iptables)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = start();
+    wait_until("subnet.env", Duration::from_secs(30), || {
+        first.subnet().is_some()
+    });
+    let subnet = first.subnet().unwrap();
+    let env = std::fs::read_to_string(first.subnet_file()).unwrap();
+    assert!(env.contains("FLANNEL_IPMASQ=true"), "{env}");
+    let installed = rules();
+    assert!(
+        installed.contains(
+            "-A POSTROUTING -s 10.90.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully"
+        ),
+        "{installed}"
+    );
+    assert!(
+        installed.contains(&format!(
+            "-A POSTROUTING ! -s 10.90.0.0/16 -d {subnet} -j RETURN"
+        )),
+        "{installed}"
+    );
+    // A restart adds nothing twice.
+    drop(first);
+    let second = start();
+    wait_until("ready again", Duration::from_secs(30), || {
+        flannel::testing::is_ready(&tn, 0, HEALTHZ_PORT)
+    });
+    assert_eq!(rules(), installed);
+    drop(second);
 }
