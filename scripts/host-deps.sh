@@ -11,7 +11,7 @@ packages=(
   openssh-client                           # logging in to test VMs
   protobuf-compiler                        # etcd-client's build script
   etcd-server etcd-client                  # the agents' tests start a real etcd
-  iptables iputils-ping iperf3             # flannel's tests: masquerade rules, ping, throughput
+  iproute2 iptables iputils-ping iperf3    # flannel's tests: namespaces, masquerade rules, ping, throughput
 )
 missing=()
 for p in "${packages[@]}"; do
