@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod machine;
+pub mod shutdown;
 #[cfg(feature = "test-support")]
 pub mod testing;
 

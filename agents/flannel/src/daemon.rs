@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::{Backend, BackendOptions, BackendType};
+use crate::backend::{Backend, BackendOptions};
 use crate::config::FlannelConfig;
 use crate::health::Readiness;
 use crate::netlink::Netlink;
@@ -37,7 +37,7 @@ pub async fn run(
     tracing::info!(key = %registry.config_key(), "waiting for the network config");
     let network = tokio::select! {
         n = registry.wait_network_config(Duration::from_secs(1)) => n,
-        _ = stop_requested(&mut shutdown) => return Ok(()),
+        _ = agent_common::shutdown::requested(&mut shutdown) => return Ok(()),
     };
     tracing::info!(network = %network.network, backend = network.backend.backend_type.as_str(), "network config");
 
@@ -48,13 +48,7 @@ pub async fn run(
         .await
         .context("finding the interface to reach other machines over")?;
     let public_ip = config.public_ip.unwrap_or(ext.addr);
-    let backend_type: BackendType = network
-        .backend
-        .backend_type
-        .as_str()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("backend: {e}"))?;
-    let mut options = BackendOptions::new(backend_type);
+    let mut options = BackendOptions::new(network.backend.backend_type);
     options.vni = network.backend.vni;
     options.port = network.backend.port;
     options.direct_routing = network.backend.direct_routing;
@@ -129,7 +123,7 @@ pub async fn run(
                     }
                 }
             }
-            _ = stop_requested(&mut shutdown) => break,
+            _ = agent_common::shutdown::requested(&mut shutdown) => break,
         }
     }
     watcher.abort();
@@ -151,8 +145,4 @@ fn write_subnet_env(
     }
     .write(path)
     .with_context(|| format!("writing {}", path.display()))
-}
-
-async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }

@@ -37,6 +37,21 @@ impl std::fmt::Display for BackendType {
     }
 }
 
+impl std::str::FromStr for BackendType {
+    type Err = String;
+
+    /// Case-insensitive, as flanneld reads it.
+    fn from_str(s: &str) -> Result<BackendType, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "vxlan" => Ok(BackendType::Vxlan),
+            "host-gw" => Ok(BackendType::HostGw),
+            other => Err(format!(
+                "unsupported backend type {other:?} (this flanneld has vxlan and host-gw)"
+            )),
+        }
+    }
+}
+
 /// flannel's default when `Backend` or its `Type` is absent (older releases used "udp", which
 /// flannel has since removed).
 pub const DEFAULT_BACKEND: BackendType = BackendType::Vxlan;

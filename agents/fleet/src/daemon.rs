@@ -50,7 +50,7 @@ pub async fn run_daemon<B: SystemdBackend>(
                     continue;
                 }
             },
-            _ = stop_requested(&mut shutdown) => return Ok(()),
+            _ = agent_common::shutdown::requested(&mut shutdown) => return Ok(()),
         };
         let lease = session.lease();
         let mut tasks = tokio::task::JoinSet::new();
@@ -95,17 +95,11 @@ pub async fn run_daemon<B: SystemdBackend>(
                 tracing::warn!("registration lost; registering again");
                 tasks.shutdown().await;
             }
-            _ = stop_requested(&mut shutdown) => {
+            _ = agent_common::shutdown::requested(&mut shutdown) => {
                 tasks.shutdown().await;
                 session.end(&registry).await;
                 return Ok(());
             }
         }
     }
-}
-
-/// Resolves when `shutdown` turns true (or its sender is gone). The watch guard is dropped
-/// here, so callers' futures stay Send.
-async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }

@@ -13,9 +13,7 @@ mod hostgw;
 mod vxlan;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Result};
 use ipnet::Ipv4Net;
@@ -29,43 +27,7 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 /// flannel's default VNI.
 pub const DEFAULT_VNI: u32 = 1;
 
-/// The backend named by the network config's `Backend.Type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendType {
-    Vxlan,
-    HostGw,
-}
-
-impl BackendType {
-    /// The name in the network config and in leases' `BackendType`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendType::Vxlan => "vxlan",
-            BackendType::HostGw => "host-gw",
-        }
-    }
-}
-
-impl fmt::Display for BackendType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BackendType {
-    type Err = anyhow::Error;
-
-    /// Case-insensitive, as flanneld reads it.
-    fn from_str(s: &str) -> Result<BackendType> {
-        match s.to_ascii_lowercase().as_str() {
-            "vxlan" => Ok(BackendType::Vxlan),
-            "host-gw" => Ok(BackendType::HostGw),
-            other => {
-                bail!("unsupported backend type {other:?} (this flanneld has vxlan and host-gw)")
-            }
-        }
-    }
-}
+pub use crate::network::BackendType;
 
 /// The network config's `Backend` section, as far as the backends use it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio::sync::watch;
 
 use flannel::config::{FlannelArgs, FlannelConfig};
 use flannel::health::{self, Readiness};
@@ -31,15 +30,6 @@ async fn main() -> Result<()> {
             .with_context(|| format!("health server on {addr}"))?;
         tokio::spawn(health::serve(listener, Arc::clone(&readiness)));
     }
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        let _ = stop.send(true);
-    });
+    let stopped = agent_common::shutdown::on_signals();
     flannel::daemon::run(config, readiness, stopped).await
 }

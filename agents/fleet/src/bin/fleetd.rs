@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio::sync::watch;
 
 use agent_common::machine::read_machine_id;
 use fleet::agent::dbus::DbusSystemd;
@@ -162,7 +161,7 @@ async fn main() -> Result<()> {
     let registry = Registry::new(client, &config.etcd_key_prefix);
     let backend = Arc::new(DbusSystemd::connect().context("connecting to systemd")?);
 
-    let (stop, stopped) = watch::channel(false);
+    let stopped = agent_common::shutdown::on_signals();
     let api_config = || ApiConfig {
         token_limit: u16::try_from(config.token_limit).unwrap_or(u16::MAX),
     };
@@ -184,22 +183,13 @@ async fn main() -> Result<()> {
         let api_config = api_config();
         tokio::spawn(async move {
             let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await.map(|_| ());
+                agent_common::shutdown::requested(&mut stopped).await;
             };
             if let Err(e) = serve_until(store, listener, api_config, shutdown).await {
                 tracing::error!(error = %e, "API server failed");
             }
         });
     }
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        let _ = stop.send(true);
-    });
     run_daemon(
         registry,
         DaemonConfig {
