@@ -690,20 +690,34 @@ impl Netlink {
         }
     }
 
-    /// The IPv4 neighbour entries of a link.
-    pub async fn neighbours(&self, ifindex: u32) -> Result<Vec<Neighbour>> {
+    /// The neighbour-table messages of `family` (Inet: ARP entries, Bridge: FDB entries) for
+    /// one link.
+    async fn neighbour_messages(
+        &self,
+        family: AddressFamily,
+        ifindex: u32,
+    ) -> Result<Vec<NeighbourMessage>> {
         let msgs: Vec<NeighbourMessage> = self
             .handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Inet)
+            .set_address_family(family)
             .execute()
             .try_collect()
             .await
-            .context("listing neighbours")?;
+            .with_context(|| format!("listing {family:?} neighbour entries"))?;
         Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.family == family && m.header.ifindex == ifindex)
+            .collect())
+    }
+
+    /// The IPv4 neighbour entries of a link.
+    pub async fn neighbours(&self, ifindex: u32) -> Result<Vec<Neighbour>> {
+        Ok(self
+            .neighbour_messages(AddressFamily::Inet, ifindex)
+            .await?
             .iter()
-            .filter(|m| m.header.family == AddressFamily::Inet && m.header.ifindex == ifindex)
             .filter_map(|m| {
                 Some(Neighbour {
                     ifindex,
@@ -754,18 +768,10 @@ impl Netlink {
 
     /// The FDB entries of a device.
     pub async fn fdb(&self, ifindex: u32) -> Result<Vec<FdbEntry>> {
-        let msgs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
-            .await
-            .context("listing FDB entries")?;
-        Ok(msgs
+        Ok(self
+            .neighbour_messages(AddressFamily::Bridge, ifindex)
+            .await?
             .iter()
-            .filter(|m| m.header.family == AddressFamily::Bridge && m.header.ifindex == ifindex)
             .filter_map(|m| {
                 Some(FdbEntry {
                     ifindex,

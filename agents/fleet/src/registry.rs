@@ -228,15 +228,16 @@ impl Registry {
         }
     }
 
-    /// Every unit, sorted by name, and the revision the listing was read at.
-    pub async fn jobs_at(&self) -> Result<(Vec<JobRecord>, i64)> {
+    /// Every unit, sorted by name. Two prefix reads at one revision (units, then their texts)
+    /// instead of a read per unit: every agent and the engine call this on every pass.
+    pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
         let mut kv = self.client.kv_client();
+        let job_prefix = self.key("job/");
         let resp = kv
-            .get(self.key("job/"), Some(GetOptions::new().with_prefix()))
+            .get(job_prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let mut objects: BTreeMap<String, JobKeys> = BTreeMap::new();
-        let job_prefix = self.key("job/");
         for kv in resp.kvs() {
             let key = text(kv.key());
             let Some(rest) = key.strip_prefix(&job_prefix) else {
@@ -260,30 +261,34 @@ impl Registry {
                 _ => {}
             }
         }
-        let mut jobs = Vec::new();
-        for (name, (object, desired, target)) in objects {
+        let unit_prefix = self.key("unit/");
+        let texts: BTreeMap<String, String> = kv
+            .get(
+                unit_prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
+            )
+            .await?
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let hash = text(kv.key()).strip_prefix(&unit_prefix)?.to_string();
+                Some((hash, text(kv.value())))
+            })
+            .collect();
+        Ok(objects
+            .into_iter()
             // A half-destroyed or half-created job (no object) is not a unit.
-            let Some(object) = object else { continue };
-            let unit_text = kv
-                .get(self.key(&format!("unit/{}", object.unit_hash)), None)
-                .await?
-                .kvs()
-                .first()
-                .map(|kv| text(kv.value()))
-                .unwrap_or_default();
-            jobs.push(JobRecord {
-                name,
-                unit_hash: object.unit_hash,
-                unit_text,
-                desired: desired.unwrap_or(TargetState::Inactive),
-                target,
-            });
-        }
-        Ok((jobs, revision))
-    }
-
-    pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        Ok(self.jobs_at().await?.0)
+            .filter_map(|(name, (object, desired, target))| {
+                let object = object?;
+                Some(JobRecord {
+                    name,
+                    unit_text: texts.get(&object.unit_hash).cloned().unwrap_or_default(),
+                    unit_hash: object.unit_hash,
+                    desired: desired.unwrap_or(TargetState::Inactive),
+                    target,
+                })
+            })
+            .collect())
     }
 
     pub async fn job(&self, name: &str) -> Result<Option<JobRecord>> {

@@ -406,6 +406,21 @@ fn page_token(config: &ApiConfig, query: &[(String, String)]) -> Result<PageToke
     }
 }
 
+/// The page `token` asks for of what the store `listed`, wrapped by `page` into the answer.
+fn paged<T: Clone, P: Serialize>(
+    token: PageToken,
+    listed: Result<Vec<T>, StoreError>,
+    page: impl FnOnce(Vec<T>, Option<String>) -> P,
+) -> Response<Full<Bytes>> {
+    match listed {
+        Ok(all) => {
+            let (items, next) = token.slice(&all);
+            json(StatusCode::OK, &page(items, next.map(PageToken::encode)))
+        }
+        Err(e) => store_error(e),
+    }
+}
+
 async fn list_units<S: FleetStore>(
     store: &S,
     config: &ApiConfig,
@@ -415,19 +430,12 @@ async fn list_units<S: FleetStore>(
         Ok(t) => t,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    match store.units().await {
-        Ok(all) => {
-            let (units, next) = token.slice(&all);
-            json(
-                StatusCode::OK,
-                &UnitPage {
-                    units,
-                    next_page_token: next.map(PageToken::encode),
-                },
-            )
+    paged(token, store.units().await, |units, next_page_token| {
+        UnitPage {
+            units,
+            next_page_token,
         }
-        Err(e) => store_error(e),
-    }
+    })
 }
 
 async fn list_states<S: FleetStore>(
@@ -441,24 +449,16 @@ async fn list_states<S: FleetStore>(
     };
     let machine = first(query, "machineID").filter(|m| !m.is_empty());
     let unit = first(query, "unitName").filter(|u| !u.is_empty());
-    match store.unit_states().await {
-        Ok(all) => {
-            let filtered: Vec<_> = all
-                .into_iter()
-                .filter(|s| machine.is_none_or(|m| s.machine_id == m))
-                .filter(|s| unit.is_none_or(|u| s.name == u))
-                .collect();
-            let (states, next) = token.slice(&filtered);
-            json(
-                StatusCode::OK,
-                &UnitStatePage {
-                    states,
-                    next_page_token: next.map(PageToken::encode),
-                },
-            )
-        }
-        Err(e) => store_error(e),
-    }
+    let listed = store.unit_states().await.map(|all| {
+        all.into_iter()
+            .filter(|s| machine.is_none_or(|m| s.machine_id == m))
+            .filter(|s| unit.is_none_or(|u| s.name == u))
+            .collect()
+    });
+    paged(token, listed, |states, next_page_token| UnitStatePage {
+        states,
+        next_page_token,
+    })
 }
 
 async fn list_machines<S: FleetStore>(
@@ -470,19 +470,14 @@ async fn list_machines<S: FleetStore>(
         Ok(t) => t,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    match store.machines().await {
-        Ok(all) => {
-            let (machines, next) = token.slice(&all);
-            json(
-                StatusCode::OK,
-                &MachinePage {
-                    machines,
-                    next_page_token: next.map(PageToken::encode),
-                },
-            )
-        }
-        Err(e) => store_error(e),
-    }
+    paged(
+        token,
+        store.machines().await,
+        |machines, next_page_token| MachinePage {
+            machines,
+            next_page_token,
+        },
+    )
 }
 
 async fn get_unit<S: FleetStore>(store: &S, name: &str) -> Response<Full<Bytes>> {

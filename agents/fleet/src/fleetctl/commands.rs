@@ -716,23 +716,38 @@ impl Ctx<'_> {
                     TargetState::Launched => {}
                 }
             }
-            if let Err(e) = self
-                .client
-                .set_unit_target_state(&u.name, TargetState::Loaded)
+            if !self
+                .trigger(u, TargetState::Loaded, ("stop", "stopping"), &mut stopping)
                 .await
             {
-                say!(self.err, "Error stopping unit {}: {e}", u.name);
                 return 1;
-            }
-            if is_global(u) {
-                say!(self.out, "Triggered global unit {} stop", u.name);
-            } else {
-                stopping.push(u.name.clone());
             }
         }
         let wait = self.wait_mode();
         self.try_wait_for_unit_states(&stopping, "stop", TargetState::Loaded, wait)
             .await
+    }
+
+    /// Sets `u`'s desired state to `state`: a global unit is only announced ("Triggered
+    /// global unit ..."), any other is added to `waiting`. `verbs` are the command's word and
+    /// its -ing form for messages. False (with the error printed) when the API refused.
+    async fn trigger(
+        &mut self,
+        u: &Unit,
+        state: TargetState,
+        (verb, doing): (&str, &str),
+        waiting: &mut Vec<String>,
+    ) -> bool {
+        if let Err(e) = self.client.set_unit_target_state(&u.name, state).await {
+            say!(self.err, "Error {doing} unit {}: {e}", u.name);
+            return false;
+        }
+        if is_global(u) {
+            say!(self.out, "Triggered global unit {} {verb}", u.name);
+        } else {
+            waiting.push(u.name.clone());
+        }
+        true
     }
 
     async fn unload(&mut self, args: &[String]) -> i32 {
@@ -750,18 +765,16 @@ impl Ctx<'_> {
             {
                 continue;
             }
-            if let Err(e) = self
-                .client
-                .set_unit_target_state(&u.name, TargetState::Inactive)
+            if !self
+                .trigger(
+                    u,
+                    TargetState::Inactive,
+                    ("unload", "unloading"),
+                    &mut waiting,
+                )
                 .await
             {
-                say!(self.err, "Error unloading unit {}: {e}", u.name);
                 return 1;
-            }
-            if is_global(u) {
-                say!(self.out, "Triggered global unit {} unload", u.name);
-            } else {
-                waiting.push(u.name.clone());
             }
         }
         let wait = self.wait_mode();
