@@ -10,7 +10,8 @@ export KEEL_INIT := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-init
 export KEEL_PROVISION := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-provision
 FLEETD      := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetd
 FLEETCTL    := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetctl
-AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL)
+FLANNELD    := $(CARGO_TARGET_DIR)/$(TARGET)/release/flanneld
+AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD)
 TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
@@ -44,7 +45,7 @@ deps:
 # scripts dynamic while the binary is static).
 tools: deps
 	cargo build --release -p keel-image --bin keel
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld --target $(TARGET)
 
 $(TEST_KEY):
 	mkdir -p $(dir $@)

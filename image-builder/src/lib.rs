@@ -3,6 +3,7 @@
 
 pub mod basetree;
 pub mod build;
+pub mod cluster;
 pub mod disk;
 pub mod esp;
 pub mod initramfs;

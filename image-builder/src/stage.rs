@@ -403,7 +403,10 @@ pub fn enable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     Ok(())
 }
 
-/// Disables units (removes their [Install] symlinks) with the image's own systemctl.
+/// Disables units (removes their [Install] symlinks) with the image's own systemctl, then
+/// links their `Alias=` names again: a disabled unit is not started at boot, but stays
+/// reachable under its other names (Debian's etcd.service is also etcd2.service, the name
+/// CoreOS cloud-configs start and configure).
 pub fn disable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     if units.is_empty() {
         return Ok(());
@@ -414,7 +417,57 @@ pub fn disable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     );
     cmd.args(units);
     tools::run(&mut cmd)?;
+    for unit in units {
+        link_unit_aliases(root, unit)?;
+    }
     Ok(())
+}
+
+/// Where systemd looks for unit files an image ships, most specific first.
+const UNIT_DIRS: [&str; 3] = [
+    "etc/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+];
+
+/// Links each `Alias=` of `unit`'s [Install] section in /etc/systemd/system to the unit file;
+/// returns the aliases linked. A unit with no file in the root has none.
+pub fn link_unit_aliases(root: &Path, unit: &str) -> Result<Vec<String>, StageError> {
+    let Some(dir) = UNIT_DIRS
+        .iter()
+        .find(|dir| root.join(dir).join(unit).is_file())
+    else {
+        return Ok(Vec::new());
+    };
+    let file = root.join(dir).join(unit);
+    let text = fs::read_to_string(&file).map_err(io_err(&file))?;
+    let aliases = install_aliases(&text);
+    let links = root.join("etc/systemd/system");
+    fs::create_dir_all(&links).map_err(io_err(&links))?;
+    for alias in &aliases {
+        let link = links.join(alias);
+        if fs::symlink_metadata(&link).is_ok() {
+            fs::remove_file(&link).map_err(io_err(&link))?;
+        }
+        symlink(Path::new("/").join(dir).join(unit), &link).map_err(io_err(&link))?;
+    }
+    Ok(aliases)
+}
+
+/// The names in the `Alias=` lines of a unit file's [Install] section.
+fn install_aliases(unit_text: &str) -> Vec<String> {
+    let mut section = "";
+    let mut aliases = Vec::new();
+    for line in unit_text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Install]" {
+            if let Some(value) = line.strip_prefix("Alias=") {
+                aliases.extend(value.split_whitespace().map(str::to_string));
+            }
+        }
+    }
+    aliases
 }
 
 /// Calls `visit` for every entry under `root` (itself included), links not followed.
@@ -523,6 +576,31 @@ kernel/fs/overlayfs/overlay.ko:
         let pkgs = installed_packages(dir.path()).unwrap();
         assert_eq!(pkgs.len(), 1);
         assert_eq!(pkgs["a"], "1.0");
+    }
+
+    #[test]
+    fn disabled_units_keep_their_aliases() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("usr/lib/systemd/system");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("etcd.service"),
+            "[Unit]\nAlias=not-this.service\n[Service]\nExecStart=/usr/bin/etcd\n\n[Install]\nWantedBy=multi-user.target\nAlias=etcd2.service  etcd-member.service\n",
+        )
+        .unwrap();
+        assert_eq!(
+            link_unit_aliases(root.path(), "etcd.service").unwrap(),
+            vec!["etcd2.service", "etcd-member.service"]
+        );
+        assert_eq!(
+            fs::read_link(root.path().join("etc/systemd/system/etcd2.service")).unwrap(),
+            Path::new("/usr/lib/systemd/system/etcd.service")
+        );
+        // Linking again replaces the links; a unit the root lacks has no aliases.
+        link_unit_aliases(root.path(), "etcd.service").unwrap();
+        assert!(link_unit_aliases(root.path(), "nope.service")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

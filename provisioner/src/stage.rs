@@ -99,7 +99,8 @@ fn digest(fetched: &Fetched) -> String {
     h.update(b"\0");
     h.update(fetched.user_data.as_deref().unwrap_or_default());
     h.update(b"\0");
-    // Metadata feeds $private_ipv4, keys and the hostname: a change there is a config change.
+    // Metadata feeds $private_ipv4, keys, the hostname and the static network files: a change
+    // there is a config change. Debug prints every field, so no field can be left out.
     h.update(format!("{:?}", fetched.metadata).as_bytes());
     hex::encode(h.finalize())
 }
@@ -151,6 +152,8 @@ pub fn run_with_sources(
         let metadata = Metadata {
             hostname: None,
             ssh_public_keys: Vec::new(),
+            // /etc/systemd/network is on STATE too.
+            interfaces: Vec::new(),
             ..fetched.metadata.clone()
         };
         match apply::apply_to_root(root, &runtime_part(&user_data), &metadata) {

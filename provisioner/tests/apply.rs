@@ -612,6 +612,102 @@ fn metadata_hostname_is_used_when_the_config_has_none() {
 }
 
 #[test]
+fn metadata_interfaces_become_networkd_files() {
+    let (_dir, root, _) = make_root();
+    let prefix = |text: &str| {
+        let (address, length) = text.split_once('/').unwrap();
+        IpPrefix {
+            address: address.parse().unwrap(),
+            prefix_len: length.parse().unwrap(),
+        }
+    };
+    let metadata = Metadata {
+        interfaces: vec![
+            StaticInterface {
+                mac: "fa:16:3e:9c:bf:3d".into(),
+                addresses: vec![prefix("10.77.0.11/24"), prefix("2001:db8:77::11/64")],
+                gateways: vec!["10.77.0.1".parse().unwrap()],
+                dns: vec!["10.77.0.2".parse().unwrap(), "10.77.0.3".parse().unwrap()],
+            },
+            StaticInterface {
+                mac: "FA:16:3E:00:00:02".into(),
+                addresses: vec![prefix("192.0.2.5/28")],
+                ..StaticInterface::default()
+            },
+            // Neither is written: a name that is no MAC, and a link with nothing static.
+            StaticInterface {
+                mac: "../../etc/passwd".into(),
+                addresses: vec![prefix("192.0.2.6/28")],
+                ..StaticInterface::default()
+            },
+            StaticInterface {
+                mac: "fa:16:3e:00:00:03".into(),
+                ..StaticInterface::default()
+            },
+        ],
+        ..Metadata::default()
+    };
+    let first = apply_to_root(&root, &UserData::Empty, &metadata).unwrap();
+    assert_eq!(first.errors.len(), 2, "{:?}", first.errors);
+    assert!(
+        first.errors.iter().all(|e| e.line == 0),
+        "{:?}",
+        first.errors
+    );
+    assert_eq!(
+        read(&root, "etc/systemd/network/10-keel-fa163e9cbf3d.network"),
+        "# Written by keel-provision from the datasource's network metadata.\n\
+         [Match]\n\
+         MACAddress=fa:16:3e:9c:bf:3d\n\
+         \n\
+         [Network]\n\
+         Address=10.77.0.11/24\n\
+         Address=2001:db8:77::11/64\n\
+         Gateway=10.77.0.1\n\
+         DNS=10.77.0.2\n\
+         DNS=10.77.0.3\n"
+    );
+    assert_eq!(
+        read(&root, "etc/systemd/network/10-keel-fa163e000002.network"),
+        "# Written by keel-provision from the datasource's network metadata.\n\
+         [Match]\n\
+         MACAddress=fa:16:3e:00:00:02\n\
+         \n\
+         [Network]\n\
+         Address=192.0.2.5/28\n"
+    );
+    assert_eq!(
+        mode(&root, "etc/systemd/network/10-keel-fa163e9cbf3d.network"),
+        0o644
+    );
+    let mut written: Vec<String> = fs::read_dir(root.join("etc/systemd/network"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        vec![
+            "10-keel-fa163e000002.network",
+            "10-keel-fa163e9cbf3d.network"
+        ]
+    );
+    let changed: Vec<&String> = first
+        .changed
+        .iter()
+        .filter(|line| line.contains("10-keel-"))
+        .collect();
+    assert_eq!(changed.len(), 2, "{:?}", first.changed);
+
+    // Second run: both files already say so; nothing is rewritten.
+    let before = snapshot(&root);
+    let second = apply_to_root(&root, &UserData::Empty, &metadata).unwrap();
+    assert_eq!(second.changed, Vec::<String>::new());
+    assert_eq!(second.unchanged, 2);
+    assert_eq!(snapshot(&root), before);
+}
+
+#[test]
 fn existing_users_are_updated_not_recreated() {
     let (_dir, root, _) = make_root();
     let user = |passwd: &str, groups: &[&str]| User {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use provisioner::cloudconfig::model::{IpPrefix, StaticInterface};
 use provisioner::datasource::cmdline::{split_args, KernelArgs, NocloudSeed};
 use provisioner::datasource::config_drive::ConfigDrive;
 use provisioner::datasource::labels::{find_by_label, read_label, FsKind, Labelled, ReadOnlyMount};
@@ -115,6 +116,69 @@ fn config_drive_with_bad_json_names_the_file() {
     let error = ConfigDrive::from_dir(dir.path()).fetch().unwrap_err();
     assert!(matches!(error, DatasourceError::Json { .. }), "{error}");
     assert!(error.to_string().contains("meta_data.json"), "{error}");
+}
+
+const NETWORK_DATA: &str = r#"{
+    "links": [
+        {"id": "tap-static", "type": "phy", "ethernet_mac_address": "FA:16:3E:9C:BF:3D", "mtu": 1500},
+        {"id": "tap-dhcp", "type": "ovs", "ethernet_mac_address": "fa:16:3e:d4:57:ad"}
+    ],
+    "networks": [
+        {"id": "network0", "type": "ipv4", "link": "tap-static", "ip_address": "10.77.0.11",
+         "netmask": "255.255.255.0",
+         "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.77.0.1"}]},
+        {"id": "network1", "type": "ipv4_dhcp", "link": "tap-dhcp"},
+        {"id": "network2", "type": "ipv4", "link": "tap-gone", "ip_address": "10.99.0.5",
+         "netmask": "255.255.255.0"}
+    ],
+    "services": [{"type": "dns", "address": "10.77.0.2"}]
+}"#;
+
+#[test]
+fn config_drive_reads_network_data() {
+    let dir = tempfile::tempdir().unwrap();
+    config_drive_tree(dir.path());
+    write(
+        &dir.path().join("openstack/latest/network_data.json"),
+        NETWORK_DATA,
+    );
+    let meta = ConfigDrive::from_dir(dir.path()).fetch().unwrap().metadata;
+    // The rest of the drive is read as before.
+    assert_eq!(meta.hostname.as_deref(), Some("drive-host"));
+    assert_eq!(
+        meta.interfaces,
+        vec![StaticInterface {
+            mac: "fa:16:3e:9c:bf:3d".into(),
+            addresses: vec![IpPrefix {
+                address: "10.77.0.11".parse().unwrap(),
+                prefix_len: 24,
+            }],
+            gateways: vec!["10.77.0.1".parse().unwrap()],
+            dns: vec!["10.77.0.2".parse().unwrap()],
+        }]
+    );
+
+    // Without network_data.json there is nothing to configure statically.
+    let plain = tempfile::tempdir().unwrap();
+    config_drive_tree(plain.path());
+    let meta = ConfigDrive::from_dir(plain.path())
+        .fetch()
+        .unwrap()
+        .metadata;
+    assert!(meta.interfaces.is_empty());
+}
+
+#[test]
+fn config_drive_with_bad_network_data_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    config_drive_tree(dir.path());
+    write(
+        &dir.path().join("openstack/latest/network_data.json"),
+        r#"{"links": ["#,
+    );
+    let error = ConfigDrive::from_dir(dir.path()).fetch().unwrap_err();
+    assert!(matches!(error, DatasourceError::Json { .. }), "{error}");
+    assert!(error.to_string().contains("network_data.json"), "{error}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A stage end to end on a temp root: datasource → parse → apply → provision.json, and a
 //! second boot with the same config changes nothing while a changed config is applied.
 
+use provisioner::datasource::config_drive::ConfigDrive;
 use provisioner::datasource::file::LocalFile;
 use provisioner::datasource::Datasource;
 use provisioner::stage::{pending_scripts, run_with_sources, Stage, REPORT_FILE};
@@ -168,4 +169,45 @@ fn scripts_run_once_and_bootcmd_every_boot() {
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert!(pending[0].path.starts_with("/run/keel/scripts/"));
     assert!(root.join(&pending[0].path[1..]).is_file());
+}
+
+#[test]
+fn network_metadata_is_part_of_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    minimal_root(&root);
+    let drive = dir.path().join("drive");
+    let latest = drive.join("openstack/latest");
+    fs::create_dir_all(&latest).unwrap();
+    fs::write(latest.join("user_data"), "#cloud-config\n").unwrap();
+    let network_data = |address: &str| {
+        format!(
+            r#"{{"links": [{{"id": "l0", "type": "phy", "ethernet_mac_address": "fa:16:3e:00:00:01"}}],
+                "networks": [{{"id": "n0", "type": "ipv4", "link": "l0", "ip_address": "{address}",
+                               "netmask": "255.255.255.0"}}]}}"#
+        )
+    };
+    let sources = || -> Vec<Box<dyn Datasource>> { vec![Box::new(ConfigDrive::from_dir(&drive))] };
+    let file = root.join("etc/systemd/network/10-keel-fa163e000001.network");
+
+    fs::write(latest.join("network_data.json"), network_data("10.77.0.11")).unwrap();
+    let first = run_with_sources(Stage::Local, &root, &sources());
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert!(fs::read_to_string(&file)
+        .unwrap()
+        .contains("Address=10.77.0.11/24\n"));
+
+    // Same drive on the next boot: the file is on STATE and stays as the operator left it.
+    fs::write(&file, "edited").unwrap();
+    let second = run_with_sources(Stage::Local, &root, &sources());
+    assert!(second.unchanged_since_last_boot);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "edited");
+
+    // Only the network metadata changed: that is a changed config, applied again.
+    fs::write(latest.join("network_data.json"), network_data("10.77.0.12")).unwrap();
+    let third = run_with_sources(Stage::Local, &root, &sources());
+    assert!(!third.unchanged_since_last_boot);
+    assert!(fs::read_to_string(&file)
+        .unwrap()
+        .contains("Address=10.77.0.12/24\n"));
 }

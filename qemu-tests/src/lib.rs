@@ -353,32 +353,15 @@ pub fn direct_boot_from_esp(
 /// and `meta-data`, which Keel's provisioner and cloud-init both read. Attach it with
 /// `VmConfig::extra_drives`. Needs mkfs.vfat (dosfstools) and mcopy (mtools).
 pub fn nocloud_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<PathBuf, HarnessError> {
-    let seed_dir = dir.join("nocloud");
-    std::fs::create_dir_all(&seed_dir).map_err(io(format!("creating {}", seed_dir.display())))?;
     let img = dir.join("cidata.img");
-    let _ = std::fs::remove_file(&img);
-    for (name, text) in [("user-data", user_data), ("meta-data", meta_data)] {
-        let path = seed_dir.join(name);
-        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
-    }
-    run_tool(
-        std::process::Command::new("mkfs.vfat")
-            .args(["-n", "cidata", "-C"])
-            .arg(&img)
-            .arg("2048"),
-        "dosfstools",
+    keel_image::vm::vfat_drive(
+        &img,
+        "cidata",
+        &[
+            ("user-data", user_data.as_bytes()),
+            ("meta-data", meta_data.as_bytes()),
+        ],
     )?;
-    for name in ["user-data", "meta-data"] {
-        run_tool(
-            std::process::Command::new("mcopy")
-                .arg("-i")
-                .arg(&img)
-                .arg(seed_dir.join(name))
-                .arg(format!("::{name}"))
-                .env("MTOOLS_SKIP_CHECK", "1"),
-            "mtools",
-        )?;
-    }
     Ok(img)
 }
 

@@ -1,6 +1,6 @@
-//! fleetd on a real machine: the image's etcd and fleetd started by a cloud-config, then
-//! fleetctl runs a unit through systemd over D-Bus (the backend the host tests replace with a
-//! recording one).
+//! fleetd on a real machine: the image's etcd (as etcd2.service) and fleetd started by a
+//! cloud-config, then fleetctl runs a unit through systemd over D-Bus (the backend the host
+//! tests replace with a recording one). flanneld, left unconfigured, is skipped with a message.
 
 use anyhow::{ensure, Result};
 use qemu_tests::vm::Vm;
@@ -8,10 +8,14 @@ use qemu_tests::{boot_timeout, output, start_vm_with_user_data, wait_for_boot, W
 
 const USER_DATA: &str = "#cloud-config
 coreos:
+  etcd2:
+    name: solo
+    advertise_client_urls: http://127.0.0.1:2379
+    listen_client_urls: http://127.0.0.1:2379
   fleet:
     metadata: role=test,disk=ssd
   units:
-    - name: etcd.service
+    - name: etcd2.service
       command: start
     - name: fleet.service
       command: start
@@ -89,6 +93,27 @@ fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
     );
     let status = vm.ssh_ok("fleetctl status hello.service")?;
     ensure!(status.contains("hello from fleet"), "{status}");
+
+    // etcd2.service is Debian's etcd.service under its alias, configured by the etcd2
+    // drop-in (the member is named from the cloud-config, not after the host).
+    let id = vm.ssh_ok("systemctl show -p Id --value etcd2.service")?;
+    ensure!(id.trim() == "etcd.service", "etcd2.service is {id}");
+    let members = vm.ssh_ok("etcdctl member list")?;
+    ensure!(members.contains(", solo, "), "{members}");
+    // flanneld has no configuration here: it is skipped with a message, not restarted.
+    vm.ssh_ok("systemctl start flanneld.service")?;
+    let state =
+        vm.ssh_ok("systemctl show -p ActiveState,NRestarts,ConditionResult flanneld.service")?;
+    ensure!(
+        state.contains("ActiveState=inactive") && state.contains("NRestarts=0"),
+        "{state}"
+    );
+    wait_for_output(
+        &vm,
+        "journalctl -u flanneld.service --no-pager",
+        "flanneld: not started: no configuration",
+        30,
+    )?;
 
     vm.ssh_ok("timeout 120 fleetctl stop hello.service")?;
     let active = vm.ssh("systemctl is-active hello.service")?;

@@ -23,6 +23,11 @@ pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 pub const ENV_PREFIX: &str = "FLANNELD_";
 /// flannel renews a lease this long before it expires, unless told otherwise.
 pub const DEFAULT_RENEW_MARGIN_MINUTES: u32 = 60;
+/// The shortest `--subnet-lease-ttl` taken: renewals come at half the TTL or earlier, and
+/// below a few seconds one slow etcd round trip would let a live machine's lease lapse.
+pub const MIN_SUBNET_LEASE_TTL: Duration = Duration::from_secs(5);
+/// The longest `--subnet-lease-ttl` taken, and the default: flannel's own 24 h.
+pub const MAX_SUBNET_LEASE_TTL: Duration = crate::registry::SUBNET_LEASE_TTL;
 
 /// The options this flanneld reads, by their flag names.
 const OPTIONS: &[&str] = &[
@@ -39,6 +44,7 @@ const OPTIONS: &[&str] = &[
     "healthz-ip",
     "healthz-port",
     "subnet-lease-renew-margin",
+    "subnet-lease-ttl",
 ];
 
 /// Upstream flanneld's options that Keel's does not implement: set in the environment or
@@ -117,6 +123,11 @@ pub struct FlannelArgs {
     /// Renew the subnet lease this many minutes before it expires [default: 60]
     #[arg(long, value_name = "MINUTES")]
     pub subnet_lease_renew_margin: Option<String>,
+    /// (Keel extension) How long a subnet lease lasts without renewal, as a duration with a
+    /// unit: 30s, 10m, 24h; 5s to 24h. When a machine dies, the others drop their routes to
+    /// it once its lease runs out [default: 24h, flannel's]
+    #[arg(long, value_name = "DURATION")]
+    pub subnet_lease_ttl: Option<String>,
 }
 
 impl FlannelArgs {
@@ -186,8 +197,12 @@ pub struct FlannelConfig {
     pub healthz_ip: IpAddr,
     /// 0: no health server.
     pub healthz_port: u16,
-    /// How long before its expiry the subnet lease is renewed.
+    /// How long before its expiry the subnet lease is renewed (at half the TTL instead when
+    /// this is not shorter than `subnet_lease_ttl`).
     pub subnet_lease_renew_margin: Duration,
+    /// How long the subnet lease (an etcd lease) lasts without renewal: a dead machine's
+    /// routes go from the others' once it runs out.
+    pub subnet_lease_ttl: Duration,
     /// Settings that were ignored (unknown names, upstream options Keel lacks), for the
     /// daemon to log.
     pub warnings: Vec<String>,
@@ -211,6 +226,7 @@ impl Default for FlannelConfig {
             subnet_lease_renew_margin: Duration::from_secs(
                 u64::from(DEFAULT_RENEW_MARGIN_MINUTES) * 60,
             ),
+            subnet_lease_ttl: crate::registry::SUBNET_LEASE_TTL,
             warnings: Vec::new(),
         }
     }
@@ -379,6 +395,9 @@ impl FlannelConfig {
                 parse_renew_margin(&value),
             )?;
         }
+        if let Some((value, origin)) = resolver.single("subnet-lease-ttl") {
+            config.subnet_lease_ttl = check("subnet-lease-ttl", &origin, parse_lease_ttl(&value))?;
+        }
         config.warnings = warnings;
         Ok(config)
     }
@@ -458,6 +477,7 @@ impl Resolver {
             "healthz-ip" => self.args.healthz_ip.take(),
             "healthz-port" => self.args.healthz_port.take(),
             "subnet-lease-renew-margin" => self.args.subnet_lease_renew_margin.take(),
+            "subnet-lease-ttl" => self.args.subnet_lease_ttl.take(),
             other => unreachable!("{other} is not a single-valued option"),
         };
         match flag {
@@ -663,7 +683,9 @@ fn parse_port(value: &str) -> Result<u16, String> {
         .map_err(|_| format!("{value:?} is not a port number (0 to 65535; 0 disables)"))
 }
 
-/// Minutes, more than 0 and less than the lease's 24 hours, as flanneld checks.
+/// Minutes, more than 0 and less than the longest lease (24 hours), as flanneld checks.
+/// Checked apart from `--subnet-lease-ttl`: a margin not shorter than a shorter TTL is
+/// allowed, and renewal then comes at half the TTL.
 fn parse_renew_margin(value: &str) -> Result<Duration, String> {
     let minutes: u32 = value
         .trim()
@@ -671,10 +693,49 @@ fn parse_renew_margin(value: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{value:?} is not a number of minutes"))?;
     if minutes == 0 || minutes >= 24 * 60 {
         return Err(format!(
-            "{minutes} minutes is out of range: the margin must be 1 to 1439 minutes (leases last 24 hours)"
+            "{minutes} minutes is out of range: the margin must be 1 to 1439 minutes (less than the longest lease, 24 hours)"
         ));
     }
     Ok(Duration::from_secs(u64::from(minutes) * 60))
+}
+
+/// A whole number of seconds, minutes or hours in Go's duration syntax (`30s`, `10m`, `24h`),
+/// from [`MIN_SUBNET_LEASE_TTL`] to [`MAX_SUBNET_LEASE_TTL`].
+fn parse_lease_ttl(value: &str) -> Result<Duration, String> {
+    let text = value.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit_seconds = match unit {
+        _ if number.is_empty() => None,
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "" => {
+            return Err(format!(
+                "{value:?} needs a unit: seconds, minutes or hours, such as {number}s, {number}m or {number}h"
+            ))
+        }
+        _ => None,
+    };
+    let Some(unit_seconds) = unit_seconds else {
+        return Err(format!(
+            "{value:?} is not a duration (a whole number with a unit s, m or h, such as 30s, 10m or 24h)"
+        ));
+    };
+    // `number` is all digits: only a number too large for u64 fails to parse.
+    match number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_seconds))
+        .map(Duration::from_secs)
+    {
+        Some(ttl) if (MIN_SUBNET_LEASE_TTL..=MAX_SUBNET_LEASE_TTL).contains(&ttl) => Ok(ttl),
+        _ => Err(format!(
+            "{text} is out of range: the lease TTL must be 5s to 24h"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -709,6 +770,7 @@ mod tests {
         assert_eq!(config.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
         assert_eq!(config.healthz_addr(), None);
         assert_eq!(config.subnet_lease_renew_margin, Duration::from_secs(3600));
+        assert_eq!(config.subnet_lease_ttl, Duration::from_secs(24 * 3600));
         assert!(!config.ip_masq);
         assert_eq!(config.etcd(), EtcdConfig::default());
     }
@@ -733,6 +795,7 @@ mod tests {
                 "--healthz-ip=127.0.0.1",
                 "--healthz-port=8471",
                 "--subnet-lease-renew-margin=30",
+                "--subnet-lease-ttl=10m",
             ]),
             env(&[]),
             None,
@@ -759,6 +822,7 @@ mod tests {
             Some("127.0.0.1:8471".parse().unwrap())
         );
         assert_eq!(config.subnet_lease_renew_margin, Duration::from_secs(1800));
+        assert_eq!(config.subnet_lease_ttl, Duration::from_secs(600));
         let etcd = config.etcd();
         assert_eq!(etcd.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(etcd.cert_file, Some(PathBuf::from("/etc/cert.pem")));
@@ -902,9 +966,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("IPv6"), "{text}");
-        assert!(
-            message(&["--subnet-lease-renew-margin=1440"], &[], None).contains("1 to 1439 minutes")
-        );
+        let margin = message(&["--subnet-lease-renew-margin=1440"], &[], None);
+        assert!(margin.contains("1 to 1439 minutes"), "{margin}");
+        assert!(!margin.contains("leases last 24 hours"), "{margin}");
         assert!(message(&["--subnet-lease-renew-margin=0"], &[], None).contains("out of range"));
         assert!(
             message(&[], &[("FLANNELD_ETCD_ENDPOINTS", "htp://x:2379")], None)
@@ -922,6 +986,125 @@ mod tests {
         let err = FlannelConfig::resolve(FlannelArgs::default(), env(&[]), Some(file.path()))
             .unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn the_subnet_lease_ttl_comes_from_flag_environment_or_options_env() {
+        let ttl = |argv: &[&str], vars: &[(&str, &str)], file: Option<&Path>| {
+            FlannelConfig::resolve(args(argv), env(vars), file)
+                .unwrap()
+                .subnet_lease_ttl
+        };
+        let file = options_file("FLANNELD_SUBNET_LEASE_TTL=\"2h\"\n");
+        assert_eq!(ttl(&[], &[], Some(file.path())), Duration::from_secs(7200));
+        assert_eq!(
+            ttl(
+                &[],
+                &[("FLANNELD_SUBNET_LEASE_TTL", "10m")],
+                Some(file.path())
+            ),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            ttl(
+                &["--subnet-lease-ttl", "30s"],
+                &[("FLANNELD_SUBNET_LEASE_TTL", "10m")],
+                Some(file.path())
+            ),
+            Duration::from_secs(30)
+        );
+        // The bounds, and Go's single-dash spelling.
+        assert_eq!(
+            ttl(&["--subnet-lease-ttl=5s"], &[], None),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            ttl(&["--subnet-lease-ttl=24h"], &[], None),
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(
+            ttl(&["--subnet-lease-ttl=1440m"], &[], None),
+            Duration::from_secs(24 * 3600)
+        );
+        let parsed = FlannelArgs::try_parse_from(FlannelArgs::normalize_go_flags(
+            ["flanneld", "-subnet-lease-ttl=45s"].map(OsString::from),
+        ))
+        .unwrap();
+        assert_eq!(parsed.subnet_lease_ttl.as_deref(), Some("45s"));
+
+        // A TTL shorter than the renew margin is fine: renewal then comes at half the TTL.
+        let config = FlannelConfig::resolve(
+            args(&["--subnet-lease-ttl=30s", "--subnet-lease-renew-margin=60"]),
+            env(&[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.subnet_lease_ttl, Duration::from_secs(30));
+        assert_eq!(config.subnet_lease_renew_margin, Duration::from_secs(3600));
+        let config =
+            FlannelConfig::resolve(args(&["--subnet-lease-ttl=30s"]), env(&[]), None).unwrap();
+        assert_eq!(config.subnet_lease_renew_margin, Duration::from_secs(3600));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn bad_subnet_lease_ttls_say_what_is_wrong_and_where() {
+        let message = |argv: &[&str], vars: &[(&str, &str)], file: Option<&Path>| {
+            FlannelConfig::resolve(args(argv), env(vars), file)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            message(&["--subnet-lease-ttl=30"], &[], None),
+            "flag --subnet-lease-ttl: \"30\" needs a unit: seconds, minutes or hours, such as 30s, 30m or 30h"
+        );
+        assert_eq!(
+            message(&["--subnet-lease-ttl=2s"], &[], None),
+            "flag --subnet-lease-ttl: 2s is out of range: the lease TTL must be 5s to 24h"
+        );
+        assert_eq!(
+            message(&[], &[("FLANNELD_SUBNET_LEASE_TTL", "25h")], None),
+            "environment variable FLANNELD_SUBNET_LEASE_TTL: 25h is out of range: the lease TTL must be 5s to 24h"
+        );
+        let file = options_file("FLANNELD_IFACE=eth0\nFLANNELD_SUBNET_LEASE_TTL=abc\n");
+        assert_eq!(
+            message(&[], &[], Some(file.path())),
+            format!(
+                "{}:2: FLANNELD_SUBNET_LEASE_TTL: \"abc\" is not a duration (a whole number with a unit s, m or h, such as 30s, 10m or 24h)",
+                file.path().display()
+            )
+        );
+        for bad in [
+            "0s",
+            "1441m",
+            "99999999999999999999h",
+            "18446744073709551615h",
+        ] {
+            assert!(
+                message(&[&format!("--subnet-lease-ttl={bad}")], &[], None)
+                    .contains("out of range"),
+                "{bad}"
+            );
+        }
+        for bad in ["s", "1.5h", "10 m", "1d", "-5s", "5S", "1h30m", "5ms"] {
+            assert!(
+                message(&[&format!("--subnet-lease-ttl={bad}")], &[], None)
+                    .contains("is not a duration"),
+                "{bad}"
+            );
+        }
+        let err =
+            FlannelConfig::resolve(args(&["--subnet-lease-ttl=1s"]), env(&[]), None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    option: "subnet-lease-ttl",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -981,6 +1164,10 @@ mod tests {
         assert_eq!(
             variable_of_option("subnet-lease-renew-margin"),
             "FLANNELD_SUBNET_LEASE_RENEW_MARGIN"
+        );
+        assert_eq!(
+            variable_of_option("subnet-lease-ttl"),
+            "FLANNELD_SUBNET_LEASE_TTL"
         );
         for option in OPTIONS {
             assert_eq!(

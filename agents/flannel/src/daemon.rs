@@ -33,7 +33,8 @@ pub async fn run(
         .etcd()
         .connect_retrying(Duration::from_secs(10 * 365 * 24 * 3600))
         .await?;
-    let registry = SubnetRegistry::new(client, &config.etcd_prefix);
+    let registry =
+        SubnetRegistry::new(client, &config.etcd_prefix).with_lease_ttl(config.subnet_lease_ttl);
     tracing::info!(key = %registry.config_key(), "waiting for the network config");
     let network = tokio::select! {
         n = registry.wait_network_config(Duration::from_secs(1)) => n,
@@ -63,6 +64,8 @@ pub async fn run(
     };
     let previous = previous_subnet(&config.subnet_file);
     let mut lease = registry.acquire_lease(&network, &attrs, previous).await?;
+    // The lease runs from here: with a short TTL, the setup below counts.
+    let leased_at = tokio::time::Instant::now();
     tracing::info!(subnet = %lease.subnet, %public_ip, "leased");
     // The device must be up with its address before onlink routes through it are accepted.
     backend
@@ -92,7 +95,14 @@ pub async fn run(
         tokio::spawn(async move { registry.watch_leases(leases, revision, events_tx).await })
     };
     let renew_after = registry.renew_after(config.subnet_lease_renew_margin);
-    let renew = tokio::time::sleep(renew_after);
+    // A failed renewal is retried well before a short lease (--subnet-lease-ttl) runs out.
+    let renew_retry = (renew_after / 2).min(Duration::from_secs(5));
+    tracing::info!(
+        ttl = ?registry.lease_ttl(),
+        ?renew_after,
+        "renewing the subnet lease ahead of expiry"
+    );
+    let renew = tokio::time::sleep_until(leased_at + renew_after);
     tokio::pin!(renew);
     loop {
         tokio::select! {
@@ -119,7 +129,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "renewing the subnet lease failed; retrying");
-                        renew.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                        renew.as_mut().reset(tokio::time::Instant::now() + renew_retry);
                     }
                 }
             }

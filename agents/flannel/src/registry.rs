@@ -3,7 +3,8 @@
 //! ```text
 //! <prefix>/config               the network config (network.rs), written by the operator
 //! <prefix>/subnets/A.B.C.D-LEN  one machine's lease: {"PublicIP","BackendType","BackendData"},
-//!                               bound to an etcd lease of 24 h that its holder renews
+//!                               bound to an etcd lease (24 h unless --subnet-lease-ttl says
+//!                               otherwise) that its holder renews
 //! ```
 //!
 //! A subnet key is only ever created by a transaction that fails if it exists, so two machines
@@ -156,7 +157,8 @@ impl SubnetRegistry {
         }
     }
 
-    /// Leases of `ttl` (whole seconds, at least one) instead of 24 h: for tests of expiry.
+    /// Leases of `ttl` (whole seconds, at least one) instead of 24 h: flanneld's
+    /// `--subnet-lease-ttl`, and tests of expiry.
     pub fn with_lease_ttl(mut self, ttl: Duration) -> SubnetRegistry {
         self.lease_ttl = ttl.max(Duration::from_secs(1));
         self
@@ -531,7 +533,7 @@ impl SubnetRegistry {
 
     /// How long after an acquisition or renewal to renew again: the TTL less `margin`
     /// (`--subnet-lease-renew-margin`), or half the TTL when the margin is not shorter than the
-    /// TTL (only with the short TTLs of tests).
+    /// TTL (with a short `--subnet-lease-ttl`, or in tests).
     pub fn renew_after(&self, margin: Duration) -> Duration {
         renew_delay(self.lease_ttl, margin)
     }
@@ -856,6 +858,11 @@ mod tests {
         assert_eq!(
             renew_delay(Duration::from_secs(4), hour),
             Duration::from_secs(2)
+        );
+        // --subnet-lease-ttl=30s with the default 60 minute margin.
+        assert_eq!(
+            renew_delay(Duration::from_secs(30), hour),
+            Duration::from_secs(15)
         );
     }
 }

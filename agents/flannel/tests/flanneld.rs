@@ -191,6 +191,120 @@ fn three_hosts_over_host_gw() {
     three_hosts("host-gw");
 }
 
+/// What host `i` has towards `subnet` over vxlan: the route, the neighbour entry of the
+/// subnet's VTEP address on flannel.1, and whether the FDB points at `public_ip`.
+fn vxlan_state(tn: &TestNetwork, i: usize, subnet: Ipv4Net, public_ip: Ipv4Addr) -> [bool; 3] {
+    let output = |program: &str, args: &[&str]| {
+        let out = tn.exec(i, program).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let route = output("ip", &["-4", "route", "show", &subnet.to_string()]);
+    let neigh = output(
+        "ip",
+        &[
+            "-4",
+            "neigh",
+            "show",
+            &subnet.network().to_string(),
+            "dev",
+            "flannel.1",
+        ],
+    );
+    let fdb = output("bridge", &["fdb", "show", "dev", "flannel.1"]);
+    [
+        !route.trim().is_empty(),
+        !neigh.trim().is_empty(),
+        fdb.contains(&format!("dst {public_ip} ")),
+    ]
+}
+
+/// With `--subnet-lease-ttl=5s`, a flanneld killed outright (no chance to clean up) loses its
+/// lease to etcd's expiry within the TTL, and the survivor removes its route, neighbour and
+/// FDB entry to it; the survivor's own lease lives on through its renewals.
+#[test]
+fn a_killed_hosts_lease_expires_after_the_ttl_and_its_routes_go() {
+    let tn = TestNetwork::new(2);
+    let etcd = TestEtcd::start_on(tn.bridge_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(put_config(
+        &etcd,
+        PREFIX,
+        r#"{"Network":"10.65.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    ));
+    let start = |i: usize| {
+        FlanneldProcess::start(
+            &tn,
+            i,
+            std::path::Path::new(env!("CARGO_BIN_EXE_flanneld")),
+            &etcd.endpoint(),
+            dir.path(),
+            PREFIX,
+            HEALTHZ_PORT,
+            // The default margin (60 minutes) is longer than the TTL: renewal at half of it.
+            &["--subnet-lease-ttl=5s"],
+        )
+    };
+    let survivor = start(0);
+    let victim = start(1);
+    wait_until("two subnet.env files", Duration::from_secs(20), || {
+        survivor.subnet().is_some() && victim.subnet().is_some()
+    });
+    let (ours, theirs) = (survivor.subnet().unwrap(), victim.subnet().unwrap());
+    let victim_ip = tn.host(1).addr();
+    wait_until(
+        "host 0's route, neighbour and FDB entry to host 1",
+        Duration::from_secs(10),
+        || vxlan_state(&tn, 0, theirs, victim_ip) == [true; 3],
+    );
+    let keys = || {
+        rt.block_on(async {
+            let mut client = etcd.config().connect().await.unwrap();
+            let resp = client
+                .get(
+                    format!("{PREFIX}/subnets/"),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .unwrap();
+            let mut subnets: Vec<Ipv4Net> = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    parse_subnet_key(key.rsplit('/').next()?)
+                })
+                .collect();
+            subnets.sort();
+            subnets
+        })
+    };
+    let mut both = vec![ours, theirs];
+    both.sort();
+    // Longer than the TTL: the leases are renewed, not merely young.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(keys(), both);
+
+    // kill -9 (what dropping a FlanneldProcess does): nothing revokes its lease.
+    drop(victim);
+    let killed_at = Instant::now();
+    assert_eq!(vxlan_state(&tn, 0, theirs, victim_ip), [true; 3]);
+    wait_until(
+        "host 1's lease to expire and host 0 to drop its route, neighbour and FDB entry",
+        Duration::from_secs(5 + 4),
+        || keys() == vec![ours] && vxlan_state(&tn, 0, theirs, victim_ip) == [false; 3],
+    );
+    eprintln!(
+        "host 1's entries gone {:.1?} after the kill",
+        killed_at.elapsed()
+    );
+    // The survivor keeps its lease and readiness.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(keys(), vec![ours]);
+    assert!(ready(&tn, 0));
+    drop(survivor);
+}
+
 #[test]
 fn twenty_flanneld_at_once_get_twenty_subnets_and_networks_stay_apart() {
     let tn = TestNetwork::new(20);

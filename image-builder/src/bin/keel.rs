@@ -22,6 +22,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Boot an image under QEMU.
     Vm(keel_image::vm::VmArgs),
+    /// Boot several machines that form a cluster (`up N`), or stop them (`down`).
+    Cluster(keel_image::cluster::cli::ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,6 +127,7 @@ fn main() -> Result<()> {
             (None, None) => anyhow::bail!("give a PATH to print or --ls DIR to list"),
         },
         Command::Vm(a) => keel_image::vm::run_cli(&a)?,
+        Command::Cluster(a) => keel_image::cluster::cli::run(&a)?,
     }
     Ok(())
 }

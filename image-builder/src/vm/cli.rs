@@ -36,14 +36,14 @@ pub struct VmArgs {
     pub boot_timeout: u64,
 }
 
-fn default_image() -> PathBuf {
+pub(crate) fn default_image() -> PathBuf {
     std::env::var_os("KEEL_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("out"))
         .join("keel.qcow2")
 }
 
-fn default_key() -> Option<PathBuf> {
+pub(crate) fn default_key() -> Option<PathBuf> {
     if let Some(key) = std::env::var_os("KEEL_TEST_KEY") {
         return Some(key.into());
     }
@@ -67,13 +67,18 @@ impl Drop for WorkDir {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Whether Ctrl-C or SIGTERM arrived since [`catch_interrupts`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
 /// Ctrl-C and SIGTERM only set a flag, so the main loop can kill QEMU and clean up rather
 /// than dying with the VM still running.
-fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {

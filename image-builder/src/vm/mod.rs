@@ -7,6 +7,8 @@
 
 mod accel;
 mod cli;
+mod drive;
+mod lan;
 mod qemu;
 mod serial;
 mod ssh;
@@ -19,7 +21,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use accel::{Accel, PROBE_CACHE};
+pub(crate) use cli::{catch_interrupts, default_image, default_key, interrupted};
 pub use cli::{run_cli, VmArgs};
+pub use drive::vfat_drive;
+pub use lan::{LanCounters, LanHub, LanNic};
 pub use qemu::DiskFormat;
 pub use serial::{SerialLine, SerialMatch};
 
@@ -112,6 +117,8 @@ pub struct VmConfig {
     pub direct_boot: Option<DirectBoot>,
     /// Guest TCP connections to these addresses reach a program on the host instead.
     pub guest_forwards: Vec<GuestForward>,
+    /// A second NIC on a private segment shared with other VMs through a [`LanHub`].
+    pub lan: Option<LanNic>,
 }
 
 pub use qemu::{DirectBoot, GuestForward};
@@ -128,6 +135,7 @@ impl VmConfig {
             fw_cfg: Vec::new(),
             direct_boot: None,
             guest_forwards: Vec::new(),
+            lan: None,
         }
     }
 }
@@ -198,6 +206,7 @@ impl Vm {
                 fw_cfg: cfg.fw_cfg.clone(),
                 direct_boot: cfg.direct_boot.clone(),
                 guest_forwards: cfg.guest_forwards.clone(),
+                lan: cfg.lan.clone(),
             };
             match Self::launch(&qemu_bin, &launch, &work_dir, ssh_key.clone()) {
                 Err(VmError::QemuExited { ref stderr, .. })

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::accel::Accel;
+use super::lan::LanNic;
 use super::VmError;
 
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -139,6 +140,7 @@ pub struct Launch {
     pub fw_cfg: Vec<(String, PathBuf)>,
     pub direct_boot: Option<DirectBoot>,
     pub guest_forwards: Vec<GuestForward>,
+    pub lan: Option<LanNic>,
 }
 
 /// A kernel, its initramfs and its command line, loaded by QEMU and started by the firmware.
@@ -241,6 +243,19 @@ impl Launch {
         args.push("-device".into());
         // No option ROM: the firmware then has no iPXE to try, which only costs boot time.
         args.push("virtio-net-pci,netdev=net0,romfile=".into());
+        if let Some(lan) = &self.lan {
+            // A UDP socket on loopback to the hub: the segment's only other ends are QEMUs.
+            args.push("-netdev".into());
+            args.push(
+                format!(
+                    "socket,id=lan0,udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+                    lan.hub_port, lan.local_port
+                )
+                .into(),
+            );
+            args.push("-device".into());
+            args.push(format!("virtio-net-pci,netdev=lan0,mac={},romfile=", lan.mac).into());
+        }
         args
     }
 }
@@ -262,7 +277,33 @@ mod tests {
             fw_cfg: vec![("opt/org.keel/user-data".into(), "/w/user-data".into())],
             direct_boot: None,
             guest_forwards: Vec::new(),
+            lan: None,
         }
+    }
+
+    #[test]
+    fn the_cluster_nic_talks_only_to_the_hub_on_loopback() {
+        let mut l = launch(Accel::Tcg);
+        l.lan = Some(LanNic {
+            mac: "52:54:00:4b:00:01".into(),
+            local_port: 40001,
+            hub_port: 40000,
+        });
+        let args = strings(&l);
+        assert_eq!(
+            value_after(&args, "-netdev"),
+            vec![
+                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40222-:22",
+                "socket,id=lan0,udp=127.0.0.1:40000,localaddr=127.0.0.1:40001",
+            ]
+        );
+        assert_eq!(
+            value_after(&args, "-device"),
+            vec![
+                "virtio-net-pci,netdev=net0,romfile=",
+                "virtio-net-pci,netdev=lan0,mac=52:54:00:4b:00:01,romfile=",
+            ]
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod files;
 mod flannel;
 mod fsutil;
 mod hostname;
+mod network;
 mod scripts;
 mod ssh_keys;
 mod substitute;
@@ -64,8 +65,8 @@ pub enum ApplyError {
     },
 }
 
-/// Applies `user_data` to the tree at `root`, using `metadata` for the hostname, the SSH keys
-/// and `$private_ipv4` and friends.
+/// Applies `user_data` to the tree at `root`, using `metadata` for the hostname, the SSH keys,
+/// static network configuration and `$private_ipv4` and friends.
 pub fn apply_to_root(
     root: &Path,
     user_data: &UserData,
@@ -88,6 +89,7 @@ pub fn apply_to_root(
             hostname::apply(&mut applier, name, 0);
         }
     }
+    network::apply(&mut applier, &metadata.interfaces);
     applier.apply_user_data(user_data);
     if !metadata.ssh_public_keys.is_empty() {
         applier.keys.add(

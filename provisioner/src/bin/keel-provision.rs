@@ -152,5 +152,6 @@ fn read_metadata(path: &Path) -> Result<Metadata> {
         private_ipv6: address(text_field("private_ipv6")?, "private_ipv6")?,
         public_ipv6: address(text_field("public_ipv6")?, "public_ipv6")?,
         ssh_public_keys,
+        interfaces: Vec::new(),
     })
 }

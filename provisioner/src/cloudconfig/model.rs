@@ -213,4 +213,33 @@ pub struct Metadata {
     pub private_ipv6: Option<std::net::Ipv6Addr>,
     pub public_ipv6: Option<std::net::Ipv6Addr>,
     pub ssh_public_keys: Vec<String>,
+    /// Static addressing for links the datasource's network has no DHCP for (OpenStack's
+    /// network_data.json), one entry per MAC address; written as systemd-networkd files.
+    pub interfaces: Vec<StaticInterface>,
+}
+
+/// One link's static configuration, matched by MAC address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticInterface {
+    /// Lower-case, colon-separated: "fa:16:3e:00:00:01".
+    pub mac: String,
+    pub addresses: Vec<IpPrefix>,
+    /// Default gateways: at most one per address family in practice (an IPv4 and an IPv6 one
+    /// on a dual-stack link), each its own `Gateway=` line.
+    pub gateways: Vec<std::net::IpAddr>,
+    pub dns: Vec<std::net::IpAddr>,
+}
+
+/// An address and the length of its network prefix, written as systemd-networkd's `Address=`
+/// takes it: "10.77.0.11/24", "2001:db8::5/64".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPrefix {
+    pub address: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+impl std::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
 }

@@ -1,12 +1,14 @@
 //! OpenStack config drive: a vfat or iso9660 filesystem labelled `config-2` holding
 //! `openstack/latest/user_data` and `openstack/latest/meta_data.json`. The drive's EC2-style
-//! `ec2/latest/meta-data.json`, when present, supplies the IPv4 addresses.
+//! `ec2/latest/meta-data.json`, when present, supplies the IPv4 addresses, and
+//! `openstack/latest/network_data.json` the static addresses of networks without DHCP.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::labels::{read_optional, DriveLocation};
+use super::network_data;
 use super::{Context, Datasource, DatasourceError, Fetched, Metadata};
 
 pub const LABELS: &[&str] = &["config-2"];
@@ -96,6 +98,9 @@ pub fn read_drive(dir: &Path) -> Result<(Option<Vec<u8>>, Metadata), DatasourceE
     if let Some(ec2) = read_json(dir, "ec2/latest/meta-data.json")? {
         metadata.private_ipv4 = string_field(&ec2, "local-ipv4").and_then(|ip| ip.parse().ok());
         metadata.public_ipv4 = string_field(&ec2, "public-ipv4").and_then(|ip| ip.parse().ok());
+    }
+    if let Some(network) = read_json(dir, "openstack/latest/network_data.json")? {
+        metadata.interfaces = network_data::parse(&network);
     }
     Ok((user_data, metadata))
 }

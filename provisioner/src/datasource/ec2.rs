@@ -188,6 +188,7 @@ impl Datasource for Ec2 {
             private_ipv6: session.get_parsed("latest/meta-data/ipv6")?,
             public_ipv6: None,
             ssh_public_keys: session.public_keys()?,
+            interfaces: Vec::new(),
         };
         Ok(Fetched {
             source: format!("{NAME}:{}", self.base_url),

@@ -19,6 +19,7 @@ pub mod file;
 pub mod fw_cfg;
 pub mod http;
 pub mod labels;
+pub mod network_data;
 pub mod nocloud;
 
 /// What a datasource delivered.
