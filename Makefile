@@ -22,8 +22,13 @@ export KEEL_CLOUD_INIT_OUT := $(CURDIR)/$(OUT_CLOUD_INIT)
 
 .PHONY: demo test bench image image-cloud-init deps tools lint clean clean-cache fuzz
 
+# Three machines from the image form a cluster (etcd, fleet, flannel), shown and stopped again;
+# `make demo DEMO_KEEP=1` leaves them running (stop them with `keel cluster down`).
+CLUSTER_DIR ?= /var/tmp/keel-cluster
 demo: image
-	$(KEEL) vm --image $(OUT)/keel.qcow2 --ssh-key $(TEST_KEY) --show
+	$(KEEL) cluster up 3 --image $(OUT)/keel.qcow2 --ssh-key $(TEST_KEY) \
+		--config configs/cloud-config/cluster-node.yaml --dir $(CLUSTER_DIR)
+	$(if $(DEMO_KEEP),@echo "left running: $(KEEL) cluster down --dir $(CLUSTER_DIR)",$(KEEL) cluster down --dir $(CLUSTER_DIR))
 
 test: deps tools lint
 	cargo test --workspace
@@ -37,6 +42,7 @@ bench: image image-cloud-init
 	cargo bench -p qemu-tests --bench cloud_init
 	cargo bench -p provisioner --bench parse_apply
 	cargo bench -p flannel --bench flannel
+	cargo bench -p qemu-tests --bench cluster
 
 deps:
 	@scripts/host-deps.sh

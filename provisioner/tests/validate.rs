@@ -681,3 +681,36 @@ fn apply_command_writes_into_the_root() {
         "hello"
     );
 }
+
+/// The repository's own cloud-configs (`configs/cloud-config/`, which `keel cluster up` and the
+/// cluster VM tests boot) validate without a single finding, and start the three agents.
+#[test]
+fn the_repositorys_cluster_configs_validate_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cloud-config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let diagnostics = findings(&text);
+        assert!(diagnostics.is_empty(), "{}: {diagnostics:#?}", path.display());
+        let config = config(&text);
+        let started: Vec<&str> = config
+            .coreos
+            .units
+            .iter()
+            .filter(|u| u.command == Some(UnitCommand::Start))
+            .map(|u| u.name.as_str())
+            .collect();
+        assert_eq!(
+            started,
+            ["etcd2.service", "fleet.service", "flanneld.service"],
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!(seen, 2, "cluster-node.yaml and cluster-node-discovery.yaml");
+}

@@ -8,6 +8,7 @@ use keel_image::vm::{SerialMatch, Vm, VmConfig, VmError};
 
 pub use keel_image::vm;
 
+pub mod cluster;
 pub mod guest_figures;
 
 /// Printed by keel-init as its first line.

@@ -17,6 +17,8 @@ pub struct TestEtcd {
     ip: std::net::Ipv4Addr,
     client_port: u16,
     peer_port: u16,
+    /// Serve the v2 keys API too (`--enable-v2`), as an etcd discovery service does.
+    v2: bool,
     child: Option<Child>,
 }
 
@@ -44,6 +46,16 @@ impl TestEtcd {
     /// Like [`TestEtcd::start`], listening on `ip` (an address of this host that the test
     /// owns, such as a test bridge's, so that its network namespaces reach etcd).
     pub fn start_on(ip: std::net::Ipv4Addr) -> TestEtcd {
+        TestEtcd::start_with(ip, false)
+    }
+
+    /// Like [`TestEtcd::start`], also serving etcd's v2 keys API: a discovery service for
+    /// etcd members that bootstrap with a discovery URL (`<endpoint>/v2/keys/<path>`).
+    pub fn start_with_v2_api() -> TestEtcd {
+        TestEtcd::start_with(std::net::Ipv4Addr::LOCALHOST, true)
+    }
+
+    fn start_with(ip: std::net::Ipv4Addr, v2: bool) -> TestEtcd {
         let binary = etcd_binary();
         assert!(
             binary.is_file(),
@@ -59,6 +71,7 @@ impl TestEtcd {
             ip,
             client_port: free_port(ip),
             peer_port: free_port(ip),
+            v2,
             child: None,
         };
         etcd.start_process();
@@ -91,6 +104,7 @@ impl TestEtcd {
             .arg("500")
             .arg("--quota-backend-bytes")
             .arg("268435456")
+            .arg(format!("--enable-v2={}", self.v2))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
