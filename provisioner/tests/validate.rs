@@ -696,7 +696,11 @@ fn the_repositorys_cluster_configs_validate_cleanly() {
         seen += 1;
         let text = std::fs::read_to_string(&path).unwrap();
         let diagnostics = findings(&text);
-        assert!(diagnostics.is_empty(), "{}: {diagnostics:#?}", path.display());
+        assert!(
+            diagnostics.is_empty(),
+            "{}: {diagnostics:#?}",
+            path.display()
+        );
         let config = config(&text);
         let started: Vec<&str> = config
             .coreos
