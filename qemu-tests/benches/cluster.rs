@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use keel_image::cluster::{subnet_network, Cluster};
+use keel_image::cluster::Cluster;
 use qemu_tests::cluster::{
     formation_timeout, spec, start_mover, wait_mover_moved, wait_routes_gone,
 };
@@ -62,13 +62,7 @@ fn main() -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let victim = start_mover(&cluster, deadline)?;
         let dead_ip = cluster.machines()[victim].address.to_string();
-        let dead_name = cluster.machines()[victim].name.clone();
-        let dead_network = cluster
-            .flannel_subnets()?
-            .into_iter()
-            .find(|(name, _)| *name == dead_name)
-            .and_then(|(_, s)| subnet_network(&s))
-            .unwrap_or_default();
+        let dead_network = cluster.flannel_network_of(victim)?;
         let killed = Instant::now();
         cluster.kill(victim);
         wait_mover_moved(&cluster, &dead_ip, deadline)?;

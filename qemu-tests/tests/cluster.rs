@@ -183,12 +183,7 @@ fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
     let victim = start_mover(&cluster, deadline(timeout))?;
     let dead = &cluster.machines()[victim];
     let (dead_name, dead_ip) = (dead.name.clone(), dead.address.to_string());
-    let dead_network = cluster
-        .flannel_subnets()?
-        .into_iter()
-        .find(|(name, _)| *name == dead_name)
-        .and_then(|(_, subnet)| subnet_network(&subnet))
-        .context("the victim's flannel subnet")?;
+    let dead_network = cluster.flannel_network_of(victim)?;
     let killed = Instant::now();
     cluster.kill(victim);
     eprintln!("killed {dead_name} ({dead_ip}, flannel {dead_network})");

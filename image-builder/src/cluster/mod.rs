@@ -99,6 +99,17 @@ impl Machine {
         Ok(self.running()?.ssh_ok(command)?)
     }
 
+    /// `FLANNEL_SUBNET` from the machine's /run/flannel/subnet.env (`10.1.23.1/24`), once
+    /// flanneld has written it.
+    pub fn flannel_subnet(&self) -> Result<Option<String>, ClusterError> {
+        let env = self.ssh("cat /run/flannel/subnet.env")?;
+        Ok(env
+            .lines()
+            .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()))
+    }
+
     /// Runs `command` as root; what it printed on both streams, whatever its exit status.
     pub fn ssh(&self, command: &str) -> Result<String, ClusterError> {
         let out = self.running()?.ssh(command)?;
@@ -309,20 +320,27 @@ impl Cluster {
     }
 
     /// Each running machine's flannel subnet (`FLANNEL_SUBNET` of /run/flannel/subnet.env:
-    /// the machine's first address in it, with the prefix length), in machine order.
+    /// the machine's first address in it, with the prefix length), in machine order; empty
+    /// for a machine that has none yet.
     pub fn flannel_subnets(&self) -> Result<Vec<(String, String)>, ClusterError> {
-        let mut subnets = Vec::new();
-        for machine in self.alive() {
-            let env = machine.ssh_ok("cat /run/flannel/subnet.env")?;
-            let subnet = env
-                .lines()
-                .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            subnets.push((machine.name.clone(), subnet));
-        }
-        Ok(subnets)
+        self.alive()
+            .map(|machine| {
+                Ok((
+                    machine.name.clone(),
+                    machine.flannel_subnet()?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The network of machine `index`'s flannel subnet (`10.1.23.0/24`), while it runs.
+    pub fn flannel_network_of(&self, index: usize) -> Result<String, ClusterError> {
+        let machine = &self.machines[index];
+        machine
+            .flannel_subnet()?
+            .as_deref()
+            .and_then(subnet_network)
+            .ok_or_else(|| ClusterError::NotRunning(format!("flanneld on {}", machine.name)))
     }
 
     /// `None` when every running machine has a route to every other running machine's
@@ -330,11 +348,10 @@ impl Cluster {
     pub fn flannel_unrouted(&self) -> Result<Option<String>, ClusterError> {
         let mut networks = Vec::new();
         for machine in self.alive() {
-            let env = machine.ssh("cat /run/flannel/subnet.env")?;
-            match env
-                .lines()
-                .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
-                .and_then(|s| subnet_network(s.trim()))
+            match machine
+                .flannel_subnet()?
+                .as_deref()
+                .and_then(subnet_network)
             {
                 Some(network) => networks.push((machine, network)),
                 None => return Ok(Some(format!("{} has no flannel subnet yet", machine.name))),
