@@ -34,7 +34,7 @@ test: deps tools lint
 	cargo test --workspace
 	$(MAKE) image
 	cargo test -p qemu-tests -- --ignored --test-threads=1
-	cargo test -p keel-image --test reproducible -- --ignored --test-threads=1
+	cargo test -p keel-image --test cluster_cli --test reproducible -- --ignored --test-threads=1
 
 bench: image image-cloud-init
 	cargo bench -p keel-image --bench build

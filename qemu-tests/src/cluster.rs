@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use keel_image::cluster::{Cluster, ClusterError, ClusterSpec, Machine};
+use keel_image::cluster::{Cluster, ClusterError, ClusterSpec, Machine, FLEETCTL};
 
 use crate::{output, test_key, workspace_root};
 
@@ -46,8 +46,9 @@ pub struct FleetUnit {
 
 /// fleet's view of every unit, as a machine's fleetctl prints it.
 pub fn fleet_units(machine: &Machine) -> Result<Vec<FleetUnit>, ClusterError> {
-    let text =
-        machine.ssh_ok("fleetctl list-units --no-legend --full --fields unit,active,machine")?;
+    let text = machine.ssh_ok(&format!(
+        "{FLEETCTL} list-units --no-legend --full --fields unit,active,machine"
+    ))?;
     Ok(text
         .lines()
         .filter_map(|line| {
@@ -71,7 +72,9 @@ pub fn put_unit_file(machine: &Machine, name: &str, text: &str) -> Result<()> {
 pub fn start_mover(cluster: &Cluster, deadline: Instant) -> Result<usize> {
     let first = cluster.first_alive()?;
     put_unit_file(first, "mover.service", MOVER)?;
-    first.ssh_ok("cd /var/roothome && timeout 300 fleetctl start mover.service")?;
+    first.ssh_ok(&format!(
+        "cd /var/roothome && timeout 300 {FLEETCTL} start mover.service"
+    ))?;
     let ip = cluster.poll("mover.service to run", deadline, || {
         let units = fleet_units(cluster.first_alive()?)?;
         Ok(units

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use agent_common::testing::TestEtcd;
 use anyhow::{ensure, Context, Result};
-use keel_image::cluster::{subnet_network, Cluster, Machine};
+use keel_image::cluster::{subnet_network, Cluster, Machine, FLEETCTL};
 use keel_image::vm::GuestForward;
 use qemu_tests::cluster::{
     fleet_units, formation_timeout, put_unit_file, spec, start_mover, wait_mover_moved,
@@ -78,7 +78,7 @@ fn check_formed(cluster: &Cluster) -> Result<()> {
         );
     }
 
-    let machines = first.ssh_ok("fleetctl list-machines --full --no-legend")?;
+    let machines = first.ssh_ok(&format!("{FLEETCTL} list-machines --full --no-legend"))?;
     ensure!(machines.lines().count() == 3, "{machines}");
     for machine in cluster.machines() {
         let id = machine.ssh_ok("cat /etc/machine-id")?;
@@ -129,9 +129,9 @@ fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
     let first = &cluster.machines()[0];
     put_unit_file(first, "hello@.service", HELLO_TEMPLATE)?;
     put_unit_file(first, "everywhere.service", EVERYWHERE)?;
-    first.ssh_ok(
-        "cd /var/roothome && timeout 300 fleetctl start hello@1.service hello@2.service hello@3.service everywhere.service",
-    )?;
+    first.ssh_ok(&format!(
+        "cd /var/roothome && timeout 300 {FLEETCTL} start hello@1.service hello@2.service hello@3.service everywhere.service"
+    ))?;
     let spread = cluster.poll(
         "three hello@ instances on three machines",
         deadline(timeout),
@@ -205,7 +205,7 @@ fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
         killed.elapsed().as_secs_f64()
     );
     cluster.poll("fleet to list two machines", deadline(timeout), || {
-        let list = survivor.ssh("fleetctl list-machines --no-legend")?;
+        let list = survivor.ssh(&format!("{FLEETCTL} list-machines --no-legend"))?;
         Ok((list.lines().count() == 2 && !list.contains(&dead_ip))
             .then_some(())
             .ok_or(list))

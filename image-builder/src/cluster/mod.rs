@@ -24,6 +24,10 @@ const FIRST_HOST: u8 = 11;
 /// The most machines one segment numbers (addresses .11 to .250).
 pub const MAX_MACHINES: usize = 240;
 
+/// fleetctl as the harness runs it: fleet's 3 s request timeout is shorter than an etcd write
+/// can take on emulated machines that share the host's cores.
+pub const FLEETCTL: &str = "fleetctl --request-timeout=60";
+
 /// How often the waits ask the machines again: each question is an SSH login, which costs an
 /// emulated machine a noticeable share of its CPU.
 const POLL: Duration = Duration::from_secs(3);
@@ -288,7 +292,7 @@ impl Cluster {
         self.poll("fleet to list every machine", deadline, || {
             let list = self
                 .first_alive()?
-                .ssh("fleetctl list-machines --no-legend 2>&1")?;
+                .ssh(&format!("{FLEETCTL} list-machines --no-legend 2>&1"))?;
             let listed = self
                 .alive()
                 .filter(|m| list.contains(&m.address.to_string()))
@@ -382,7 +386,7 @@ impl Cluster {
         let mut text = String::from("$ etcdctl member list\n");
         text.push_str(&first.ssh_ok("etcdctl member list")?);
         text.push_str("\n$ fleetctl list-machines\n");
-        text.push_str(&first.ssh_ok("fleetctl list-machines")?);
+        text.push_str(&first.ssh_ok(&format!("{FLEETCTL} list-machines"))?);
         text.push_str("\nflannel subnets:\n");
         for (name, subnet) in self.flannel_subnets()? {
             text.push_str(&format!("  {name:<8} {subnet}\n"));
