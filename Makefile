@@ -11,7 +11,8 @@ export KEEL_PROVISION := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-provision
 FLEETD      := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetd
 FLEETCTL    := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetctl
 FLANNELD    := $(CARGO_TARGET_DIR)/$(TARGET)/release/flanneld
-AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD)
+KEEL_INSTALL := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-install
+AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD) --bin $(KEEL_INSTALL)
 TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
@@ -43,6 +44,7 @@ bench: image image-cloud-init
 	cargo bench -p provisioner --bench parse_apply
 	cargo bench -p flannel --bench flannel
 	cargo bench -p qemu-tests --bench cluster
+	cargo bench -p qemu-tests --bench live
 
 deps:
 	@scripts/host-deps.sh
@@ -51,7 +53,7 @@ deps:
 # scripts dynamic while the binary is static).
 tools: deps
 	cargo build --release -p keel-image --bin keel
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld -p keel-installer --bin keel-install --target $(TARGET)
 
 $(TEST_KEY):
 	mkdir -p $(dir $@)
@@ -63,7 +65,7 @@ image: tools $(TEST_KEY)
 
 # The cloud-init comparison image (configs/cloud-init-image.yaml), with its own cached base tree.
 image-cloud-init: tools $(TEST_KEY)
-	$(KEEL) build configs/cloud-init-image.yaml --out $(OUT_CLOUD_INIT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) --authorized-key $(TEST_KEY).pub
+	$(KEEL) build configs/cloud-init-image.yaml --no-live --out $(OUT_CLOUD_INIT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) --authorized-key $(TEST_KEY).pub
 
 lint:
 	cargo fmt --all -- --check

@@ -12,6 +12,7 @@ packages=(
   protobuf-compiler                        # etcd-client's build script
   etcd-server etcd-client                  # the agents' tests start a real etcd
   iproute2 iptables iputils-ping iperf3    # flannel's tests: namespaces, masquerade rules, ping, throughput
+  xorriso ipxe-qemu                        # the hybrid ISO; iPXE in QEMU's NIC ROMs for the PXE test
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,7 @@ use crate::disk::{self, PartitionSpec, PlacedPartition};
 use crate::esp::{self, EspContents, EspError};
 use crate::initramfs::{Initramfs, InitramfsError};
 use crate::layout::{self, partuuids_from_root_hash};
+use crate::live::{self, LiveError, LiveInputs};
 use crate::progress::Steps;
 use crate::rootfs::{self, RootfsError, RootfsParams, RootfsStats};
 use crate::spec::{Seed, Spec, SpecError};
@@ -12,10 +13,9 @@ use crate::stage::{self, ModuleIndex, StageError};
 use crate::tools::{self, ToolError};
 use crate::verity;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error(transparent)]
@@ -71,6 +73,8 @@ pub struct BuildOptions {
     pub authorized_keys: Vec<PathBuf>,
     /// Also write the compressed qcow2.
     pub qcow2: bool,
+    /// Also write the live and installer artifacts: `<name>.iso`, `<name>.raw.gz`, `pxe/`.
+    pub live: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +82,12 @@ pub struct Sizes {
     pub raw_bytes: u64,
     pub raw_allocated_bytes: u64,
     pub qcow2_bytes: Option<u64>,
+    /// The hybrid ISO, when the live artifacts were built.
+    pub iso_bytes: Option<u64>,
+    /// The gzip-compressed disk image keel-install writes.
+    pub raw_gz_bytes: Option<u64>,
+    /// The live root image (root filesystem and hash device in one file) of the ISO and PXE.
+    pub live_root_image_bytes: Option<u64>,
     pub root_tree_bytes: u64,
     pub rootfs: RootfsStats,
     pub verity_bytes: u64,
@@ -138,17 +148,7 @@ fn is_static_elf(data: &[u8]) -> bool {
 }
 
 fn sha256_file(path: &Path) -> Result<String, BuildError> {
-    let mut f = fs::File::open(path).map_err(io_at(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io_at(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    tools::sha256_file(path).map_err(io_at(path))
 }
 
 /// Writes `data` next to `dest` and renames it into place: readers never see half a file.
@@ -184,7 +184,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     })?;
     let spec = Spec::parse(&spec_text, &opts.spec_path)?;
     let seed = Seed::from_spec_text(&spec_text);
-    let mut steps = Steps::new(if opts.qcow2 { 10 } else { 9 });
+    let mut steps = Steps::new(9 + usize::from(opts.qcow2) + usize::from(opts.live));
 
     let step = steps.start("checking host tools");
     tools::check_all()?;
@@ -472,6 +472,46 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         steps.finish(step, &format!("{} MiB", len >> 20));
     }
 
+    let mut live_outputs = None;
+    if opts.live {
+        let step = steps.start("live ISO, PXE files, raw.gz");
+        let outputs = live::make(&LiveInputs {
+            name: &spec.name,
+            kernel: &kernel,
+            initrd: &initrd,
+            bootloader: &bootloader,
+            kernel_release: &release,
+            rootfs: &rootfs_img,
+            verity: &verity_img,
+            raw: &raw,
+            cmdline: &cmdline,
+            esp_size: spec.disk.esp_size.0,
+            esp_volume_id: u32::from_le_bytes(
+                seed.bytes("iso-esp-volume-id")[..4].try_into().unwrap(),
+            ),
+            epoch: spec.source_date_epoch,
+            scratch: &scratch.0,
+            out_dir: &opts.out_dir,
+        })?;
+        for file in &outputs.files {
+            sums.push_str(&format!(
+                "{}  {}\n",
+                sha256_file(&opts.out_dir.join(file))?,
+                file.display()
+            ));
+        }
+        steps.finish(
+            step,
+            &format!(
+                "ISO {} MiB, root image {} MiB, raw.gz {} MiB",
+                outputs.iso_bytes >> 20,
+                outputs.root_image_bytes >> 20,
+                outputs.raw_gz_bytes >> 20
+            ),
+        );
+        live_outputs = Some(outputs);
+    }
+
     let step = steps.start("manifest and checksums");
     let mut manifest = Manifest {
         name: spec.name.clone(),
@@ -493,6 +533,9 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
             raw_bytes: raw_meta.len(),
             raw_allocated_bytes: raw_meta.blocks() * 512,
             qcow2_bytes,
+            iso_bytes: live_outputs.as_ref().map(|o| o.iso_bytes),
+            raw_gz_bytes: live_outputs.as_ref().map(|o| o.raw_gz_bytes),
+            live_root_image_bytes: live_outputs.as_ref().map(|o| o.root_image_bytes),
             root_tree_bytes,
             rootfs: rootfs_stats,
             verity_bytes: tree.hash_device.len() as u64,

@@ -138,6 +138,49 @@ impl Initramfs {
     }
 }
 
+/// Streams a newc archive holding one file at `path` (its folders first) with `size` bytes
+/// from `data`, then the trailer: an extra initramfs a boot loader can load next to the main
+/// one, without holding the file in memory.
+pub fn write_single_file_cpio(
+    out: &mut impl Write,
+    path: &str,
+    mode: u32,
+    data: &mut impl std::io::Read,
+    size: u64,
+) -> std::io::Result<()> {
+    let size32 = u32::try_from(size)
+        .map_err(|_| std::io::Error::other(format!("{path}: newc cannot hold {size} bytes")))?;
+    let mut head = Vec::new();
+    let mut ino = 1;
+    let parts: Vec<&str> = path.split('/').collect();
+    for n in 1..parts.len() {
+        write_header(
+            &mut head,
+            ino,
+            0o040755,
+            2,
+            0,
+            (0, 0),
+            &parts[..n].join("/"),
+        );
+        ino += 1;
+    }
+    write_header(&mut head, ino, 0o100000 | mode, 1, size32, (0, 0), path);
+    out.write_all(&head)?;
+    let copied = std::io::copy(&mut std::io::Read::take(&mut *data, size), out)?;
+    if copied != size {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{path}: {copied} of {size} bytes"),
+        ));
+    }
+    let mut tail = vec![0u8; (4 - (size % 4) as usize) % 4];
+    let mut trailer = Vec::new();
+    write_header(&mut trailer, 0, 0, 1, 0, (0, 0), "TRAILER!!!");
+    tail.extend_from_slice(&trailer);
+    out.write_all(&tail)
+}
+
 fn write_header(
     out: &mut Vec<u8>,
     ino: u32,
@@ -180,6 +223,36 @@ fn pad4(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_file_archive_is_what_cpio_unpacks() {
+        let data = b"root image bytes".repeat(3);
+        let mut archive = Vec::new();
+        write_single_file_cpio(
+            &mut archive,
+            "keel/rootfs.img",
+            0o644,
+            &mut &data[..],
+            data.len() as u64,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cpio = std::process::Command::new("cpio")
+            .args(["-idm", "--quiet"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("cpio (Debian package cpio)");
+        cpio.stdin.take().unwrap().write_all(&archive).unwrap();
+        assert!(cpio.wait().unwrap().success());
+        assert_eq!(
+            std::fs::read(dir.path().join("keel/rootfs.img")).unwrap(),
+            data
+        );
+        // Short input is an error, not a truncated archive.
+        let mut short = Vec::new();
+        assert!(write_single_file_cpio(&mut short, "f", 0o644, &mut &data[..4], 10).is_err());
+    }
     use std::process::{Command, Stdio};
 
     #[test]

@@ -24,6 +24,22 @@ pub const ROOTHASH_ARG: &str = "roothash";
 /// Kernel command line key that forces the first-boot path (format STATE again).
 pub const FIRST_BOOT_ARG: &str = "keel.first_boot";
 
+/// Kernel argument of live boots (ISO, PXE): the root is an image file, not a partition, and
+/// STATE is a tmpfs.
+pub const LIVE_ARG: &str = "keel.live";
+/// The ISO's volume id, by which keel-init finds the live medium (a CD, or the ISO on a disk).
+pub const LIVE_VOLUME_ID: &str = "KEEL_LIVE";
+/// The live root image, inside the ISO and inside a PXE boot's initramfs: the ext4 root
+/// followed by its dm-verity hash device (superblock first), so one file is the whole root.
+pub const LIVE_ROOT_IMAGE: &str = "keel/rootfs.img";
+/// The compressed disk image on the ISO, which keel-install writes to a disk by default.
+pub const LIVE_DISK_IMAGE: &str = "keel/keel.raw.gz";
+/// Where keel-init mounts the live medium; it stays mounted in the running system.
+pub const LIVE_MOUNT: &str = "/run/keel/live";
+/// A cloud-config keel-install placed on an installed disk's ESP; the first boot moves it to
+/// /var/lib/keel/user-data.
+pub const ESP_USER_DATA: &str = "keel/user-data";
+
 /// Where the image records who provisions it (`keel` or `none`, from the spec's `provisioner:`),
 /// relative to the root. It lives under /usr, on the verified root, so nothing written at run
 /// time can change it; keel-init reads it before its local stage and a missing file means

@@ -9,6 +9,7 @@ pub mod esp;
 pub mod initramfs;
 pub mod inspect;
 pub mod layout;
+pub mod live;
 pub mod progress;
 pub mod rootfs;
 pub mod spec;

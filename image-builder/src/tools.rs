@@ -33,6 +33,7 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("mkfs.vfat", "dosfstools"),
     ("mcopy", "mtools"),
     ("mmd", "mtools"),
+    ("xorriso", "xorriso"),
     ("qemu-img", "qemu-utils"),
     ("tar", "tar"),
     ("chroot", "coreutils"),
@@ -108,6 +109,14 @@ pub fn run(cmd: &mut Command) -> Result<String, ToolError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The sha256 of a file, in hex (as SHA256SUMS lists it).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// `Command::new(program)` with `args`, for the common case.

@@ -102,13 +102,26 @@ impl Superblock {
     /// The device-mapper "verity" target parameters for this superblock, the data and hash
     /// devices and the root hash. The hash tree starts one block in, after the superblock.
     pub fn dm_table_params(&self, data_dev: &str, hash_dev: &str, root_hash_hex: &str) -> String {
+        self.dm_table_params_at(data_dev, hash_dev, root_hash_hex, 1)
+    }
+
+    /// Like [`Superblock::dm_table_params`] with the tree starting `hash_start_block` hash
+    /// blocks into `hash_dev` (the block after the superblock): for a live root image, where
+    /// data and hash device are one file.
+    pub fn dm_table_params_at(
+        &self,
+        data_dev: &str,
+        hash_dev: &str,
+        root_hash_hex: &str,
+        hash_start_block: u64,
+    ) -> String {
         let salt = if self.salt.is_empty() {
             "-".to_string()
         } else {
             hex::encode(&self.salt)
         };
         format!(
-            "1 {data_dev} {hash_dev} {} {} {} 1 {} {root_hash_hex} {salt}",
+            "1 {data_dev} {hash_dev} {} {} {} {hash_start_block} {} {root_hash_hex} {salt}",
             self.data_block_size, self.hash_block_size, self.data_blocks, self.algorithm
         )
     }

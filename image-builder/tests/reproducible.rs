@@ -43,7 +43,8 @@ fn init_bin() -> PathBuf {
     p
 }
 
-fn build(out: &Path, overlays: &Path) -> Value {
+/// Builds into `out`; `live` adds the ISO, raw.gz and PXE files.
+fn build(out: &Path, overlays: &Path, live: bool) -> Value {
     let status = Command::new(keel_bin())
         .arg("build")
         .arg(workspace().join("configs/image.yaml"))
@@ -56,6 +57,7 @@ fn build(out: &Path, overlays: &Path) -> Value {
         .arg("--provision")
         .arg(init_bin().with_file_name("keel-provision"))
         .arg("--no-qcow2")
+        .args(if live { &[][..] } else { &["--no-live"][..] })
         .status()
         .unwrap();
     assert!(status.success(), "keel build failed");
@@ -90,8 +92,8 @@ fn two_builds_give_the_same_raw_image_and_a_changed_overlay_reuses_the_base() {
     )
     .unwrap();
     let overlays = workspace().join("overlays");
-    let a = build(&tmp.path().join("a"), &overlays);
-    let b = build(&tmp.path().join("b"), &overlays);
+    let a = build(&tmp.path().join("a"), &overlays, true);
+    let b = build(&tmp.path().join("b"), &overlays, true);
     let (raw_a, raw_b) = (tmp.path().join("a/keel.raw"), tmp.path().join("b/keel.raw"));
     let sum_a = sha256sum(&raw_a);
     println!(
@@ -104,6 +106,27 @@ fn two_builds_give_the_same_raw_image_and_a_changed_overlay_reuses_the_base() {
         b["build"]["seconds"].as_f64().unwrap()
     );
     assert_eq!(sum_a, sum_b, "two builds from the same inputs differ");
+    // Every other output too: the ISO, raw.gz and the PXE files are in SHA256SUMS.
+    let sums =
+        |dir: &str| std::fs::read_to_string(tmp.path().join(dir).join("SHA256SUMS")).unwrap();
+    let (sums_a, sums_b) = (sums("a"), sums("b"));
+    for name in [
+        "keel.iso",
+        "keel.raw.gz",
+        "pxe/vmlinuz",
+        "pxe/initrd.img",
+        "pxe/rootfs.img",
+        "pxe/keel.ipxe",
+    ] {
+        assert!(
+            sums_a.contains(&format!("  {name}\n")),
+            "{name} is not in SHA256SUMS:\n{sums_a}"
+        );
+    }
+    assert_eq!(
+        sums_a, sums_b,
+        "two builds from the same inputs give different files"
+    );
     assert_eq!(a["root_hash"], b["root_hash"]);
     assert_eq!(b["build"]["base_tree_cached"], Value::Bool(true));
     std::fs::remove_file(&raw_a).unwrap();
@@ -112,7 +135,7 @@ fn two_builds_give_the_same_raw_image_and_a_changed_overlay_reuses_the_base() {
     let changed = tmp.path().join("overlays");
     copy_tree(&overlays, &changed);
     std::fs::write(changed.join("base/etc/hostname"), "keel-changed\n").unwrap();
-    let c = build(&tmp.path().join("c"), &changed);
+    let c = build(&tmp.path().join("c"), &changed, false);
     println!(
         "warm rebuild with one overlay file changed: {:.1}s",
         c["build"]["seconds"].as_f64().unwrap()

@@ -10,6 +10,7 @@ pub use keel_image::vm;
 
 pub mod cluster;
 pub mod guest_figures;
+pub mod live;
 
 /// Printed by keel-init as its first line.
 pub const INIT_STARTING: &str = "keel-init: starting";
@@ -364,6 +365,19 @@ pub fn nocloud_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<Path
         ],
     )?;
     Ok(img)
+}
+
+/// A blank qcow2 disk of `size_gib` GiB: the target of an install, or a disk a live boot
+/// ignores.
+pub fn blank_disk(path: &Path, size_gib: u32) -> Result<PathBuf, HarnessError> {
+    run_tool(
+        std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(path)
+            .arg(format!("{size_gib}G")),
+        "qemu-utils",
+    )?;
+    Ok(path.to_path_buf())
 }
 
 /// Copies an image keeping its holes, so a multi-GiB raw disk costs only its data.

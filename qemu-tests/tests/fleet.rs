@@ -3,6 +3,7 @@
 //! tests replace with a recording one). flanneld, left unconfigured, is skipped with a message.
 
 use anyhow::{ensure, Result};
+use keel_image::cluster::FLEETCTL;
 use qemu_tests::vm::Vm;
 use qemu_tests::{boot_timeout, output, start_vm_with_user_data, wait_for_boot, WorkDir};
 
@@ -63,7 +64,7 @@ fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
     // The machine registers with its metadata from the coreos.fleet drop-in.
     let machines = wait_for_output(
         &vm,
-        "fleetctl list-machines --full --no-legend",
+        &format!("{FLEETCTL} list-machines --full --no-legend"),
         "role=test",
         120,
     )?;
@@ -74,7 +75,9 @@ fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
     vm.ssh_ok(&format!(
         "cat > /var/roothome/hello.service <<'EOF'\n{HELLO}EOF"
     ))?;
-    let started = vm.ssh_ok("cd /var/roothome && timeout 120 fleetctl start hello.service")?;
+    let started = vm.ssh_ok(&format!(
+        "cd /var/roothome && timeout 120 {FLEETCTL} start hello.service"
+    ))?;
     ensure!(started.contains("launched"), "{started}");
     ensure!(vm.ssh_ok("systemctl is-active hello.service")?.trim() == "active");
     wait_for_output(&vm, "cat /run/fleet-hello", "hello", 30)?;
@@ -86,12 +89,17 @@ fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
         String::from_utf8_lossy(&enabled.stdout).trim() == "enabled-runtime",
         "{enabled:?}"
     );
-    let units = wait_for_output(&vm, "fleetctl list-units --no-legend", "running", 30)?;
+    let units = wait_for_output(
+        &vm,
+        &format!("{FLEETCTL} list-units --no-legend"),
+        "running",
+        30,
+    )?;
     ensure!(
         units.contains("hello.service") && units.contains("active"),
         "{units}"
     );
-    let status = vm.ssh_ok("fleetctl status hello.service")?;
+    let status = vm.ssh_ok(&format!("{FLEETCTL} status hello.service"))?;
     ensure!(status.contains("hello from fleet"), "{status}");
 
     // etcd2.service is Debian's etcd.service under its alias, configured by the etcd2
@@ -115,13 +123,13 @@ fn fleetctl_runs_a_unit_through_systemd() -> Result<()> {
         30,
     )?;
 
-    vm.ssh_ok("timeout 120 fleetctl stop hello.service")?;
+    vm.ssh_ok(&format!("timeout 120 {FLEETCTL} stop hello.service"))?;
     let active = vm.ssh("systemctl is-active hello.service")?;
     ensure!(
         String::from_utf8_lossy(&active.stdout).trim() == "inactive",
         "{active:?}"
     );
-    vm.ssh_ok("fleetctl destroy hello.service")?;
+    vm.ssh_ok(&format!("{FLEETCTL} destroy hello.service"))?;
     wait_for_output(
         &vm,
         "test ! -e /run/fleet/units/hello.service && systemctl show -p LoadState --value hello.service",

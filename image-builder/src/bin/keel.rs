@@ -56,6 +56,9 @@ struct BuildArgs {
     /// Skip the compressed qcow2 (faster; for tests that only need the raw image).
     #[arg(long)]
     no_qcow2: bool,
+    /// Skip the live and installer artifacts (keel.iso, keel.raw.gz, pxe/).
+    #[arg(long)]
+    no_live: bool,
 }
 
 #[derive(clap::Args)]
@@ -98,6 +101,7 @@ fn main() -> Result<()> {
                 extra_binaries: a.extra_binaries,
                 authorized_keys: a.authorized_keys,
                 qcow2: !a.no_qcow2,
+                live: !a.no_live,
             })
             .with_context(|| format!("building {}", a.spec.display()))?;
             println!("root hash  {}", manifest.root_hash);
@@ -111,6 +115,14 @@ fn main() -> Result<()> {
                     "qcow2      {} ({} MiB)",
                     a.out.join(format!("{}.qcow2", manifest.name)).display(),
                     q >> 20
+                );
+            }
+            if let Some(iso) = manifest.sizes.iso_bytes {
+                println!(
+                    "iso        {} ({} MiB), PXE files in {}",
+                    a.out.join(format!("{}.iso", manifest.name)).display(),
+                    iso >> 20,
+                    a.out.join("pxe").display()
                 );
             }
             println!("built in   {:.1}s", manifest.build.seconds);

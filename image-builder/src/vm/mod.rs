@@ -119,9 +119,14 @@ pub struct VmConfig {
     pub guest_forwards: Vec<GuestForward>,
     /// A second NIC on a private segment shared with other VMs through a [`LanHub`].
     pub lan: Option<LanNic>,
+    /// An ISO in a CD drive (virtio-scsi), booted before the disk.
+    pub cdrom: Option<PathBuf>,
+    /// Boot over the network first: QEMU's TFTP server serves this folder and its DHCP names
+    /// the boot file (run by the NIC's iPXE ROM).
+    pub pxe: Option<PxeBoot>,
 }
 
-pub use qemu::{DirectBoot, GuestForward};
+pub use qemu::{DirectBoot, GuestForward, PxeBoot};
 
 impl VmConfig {
     pub fn new(disk: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Self {
@@ -136,6 +141,8 @@ impl VmConfig {
             direct_boot: None,
             guest_forwards: Vec::new(),
             lan: None,
+            cdrom: None,
+            pxe: None,
         }
     }
 }
@@ -207,6 +214,8 @@ impl Vm {
                 direct_boot: cfg.direct_boot.clone(),
                 guest_forwards: cfg.guest_forwards.clone(),
                 lan: cfg.lan.clone(),
+                cdrom: cfg.cdrom.clone(),
+                pxe: cfg.pxe.clone(),
             };
             match Self::launch(&qemu_bin, &launch, &work_dir, ssh_key.clone()) {
                 Err(VmError::QemuExited { ref stderr, .. })

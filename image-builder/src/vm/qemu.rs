@@ -141,6 +141,18 @@ pub struct Launch {
     pub direct_boot: Option<DirectBoot>,
     pub guest_forwards: Vec<GuestForward>,
     pub lan: Option<LanNic>,
+    pub cdrom: Option<PathBuf>,
+    pub pxe: Option<PxeBoot>,
+}
+
+/// A network boot from QEMU's own TFTP server (inside the user network: `restrict=on` holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PxeBoot {
+    /// The folder the TFTP server serves.
+    pub tftp_dir: PathBuf,
+    /// The file QEMU's DHCP names as the boot file: an iPXE script, which the NIC's iPXE ROM
+    /// runs.
+    pub bootfile: String,
 }
 
 /// A kernel, its initramfs and its command line, loaded by QEMU and started by the firmware.
@@ -201,6 +213,13 @@ impl Launch {
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
             self.ssh_port
         );
+        if let Some(pxe) = &self.pxe {
+            netdev.push_str(&format!(
+                ",tftp={},bootfile={}",
+                pxe.tftp_dir.display(),
+                pxe.bootfile
+            ));
+        }
         for forward in &self.guest_forwards {
             // Vm::start refuses commands with a comma, where QEMU would split the option.
             netdev.push_str(&format!(
@@ -238,11 +257,27 @@ impl Launch {
             args.push("-append".into());
             args.push(boot.cmdline.clone().into());
         }
+        if let Some(iso) = &self.cdrom {
+            let mut cd = OsString::from("file=");
+            cd.push(iso);
+            cd.push(",format=raw,if=none,id=cd0,media=cdrom,readonly=on");
+            for a in ["-device", "virtio-scsi-pci,id=scsi0", "-drive"] {
+                args.push(a.into());
+            }
+            args.push(cd);
+            args.push("-device".into());
+            args.push("scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0".into());
+        }
         args.push("-netdev".into());
         args.push(netdev.into());
         args.push("-device".into());
-        // No option ROM: the firmware then has no iPXE to try, which only costs boot time.
-        args.push("virtio-net-pci,netdev=net0,romfile=".into());
+        args.push(if self.pxe.is_some() {
+            // QEMU's iPXE ROM, first in the boot order: it runs the TFTP boot file.
+            "virtio-net-pci,netdev=net0,bootindex=0".into()
+        } else {
+            // No option ROM: the firmware then has no iPXE to try, which only costs boot time.
+            "virtio-net-pci,netdev=net0,romfile=".into()
+        });
         if let Some(lan) = &self.lan {
             // A UDP socket on loopback to the hub: the segment's only other ends are QEMUs.
             args.push("-netdev".into());
@@ -278,6 +313,8 @@ mod tests {
             direct_boot: None,
             guest_forwards: Vec::new(),
             lan: None,
+            cdrom: None,
+            pxe: None,
         }
     }
 

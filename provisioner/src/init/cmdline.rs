@@ -1,6 +1,8 @@
 //! The kernel command line arguments keel-init reads.
 
-use keel_image::layout::{parse_root_hash, partuuids_from_root_hash, FIRST_BOOT_ARG, ROOTHASH_ARG};
+use keel_image::layout::{
+    parse_root_hash, partuuids_from_root_hash, FIRST_BOOT_ARG, LIVE_ARG, ROOTHASH_ARG,
+};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct BootArgs {
     pub root_hash: [u8; 32],
     /// `keel.first_boot=1`: treat this boot as the first one (format STATE again).
     pub first_boot_forced: bool,
+    /// `keel.live`: the root is an image file (ISO or PXE) and STATE a tmpfs.
+    pub live: bool,
 }
 
 impl BootArgs {
@@ -26,12 +30,15 @@ impl BootArgs {
     pub fn parse(cmdline: &str) -> Result<BootArgs, CmdlineError> {
         let mut root_hash_text = None;
         let mut first_boot_forced = false;
+        let mut live = false;
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             if key == ROOTHASH_ARG {
                 root_hash_text = Some(value);
             } else if key == FIRST_BOOT_ARG {
                 first_boot_forced = matches!(value, "1" | "yes" | "true");
+            } else if key == LIVE_ARG {
+                live = !matches!(value, "0" | "no" | "false");
             }
         }
         let text = root_hash_text.ok_or(CmdlineError::MissingRootHash)?;
@@ -40,6 +47,7 @@ impl BootArgs {
         Ok(BootArgs {
             root_hash,
             first_boot_forced,
+            live,
         })
     }
 
@@ -77,6 +85,26 @@ mod tests {
         assert!(args.first_boot_forced);
         let args = BootArgs::parse(&format!("roothash={HASH} keel.first_boot=0")).unwrap();
         assert!(!args.first_boot_forced);
+    }
+
+    #[test]
+    fn live_flag() {
+        assert!(
+            BootArgs::parse(&format!("roothash={HASH} keel.live"))
+                .unwrap()
+                .live
+        );
+        assert!(
+            BootArgs::parse(&format!("roothash={HASH} keel.live=1"))
+                .unwrap()
+                .live
+        );
+        assert!(
+            !BootArgs::parse(&format!("roothash={HASH} keel.live=0"))
+                .unwrap()
+                .live
+        );
+        assert!(!BootArgs::parse(&format!("roothash={HASH}")).unwrap().live);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct KeelPartitions {
     pub root: PartitionRef,
     pub verity: PartitionRef,
     pub state: PartitionRef,
+    /// The EFI system partition (by its label), where keel-install leaves a cloud-config.
+    pub esp: Option<PartitionRef>,
 }
 
 impl KeelPartitions {
@@ -122,12 +124,14 @@ pub fn find_keel_partitions(
         disk: disk.to_owned(),
         root: root_uuid,
     })?;
+    let esp = find(&|p| p.name == keel_image::layout::LABEL_ESP);
     Ok(Some(KeelPartitions {
         disk: disk.to_owned(),
         block_size,
         root,
         verity,
         state,
+        esp,
     }))
 }
 

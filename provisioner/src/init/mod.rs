@@ -9,6 +9,7 @@ pub mod console;
 pub mod copy;
 pub mod disks;
 pub mod dm;
+pub mod live;
 pub mod modules;
 pub mod mounts;
 pub mod state;
@@ -20,9 +21,10 @@ use console::say;
 use copy::CopyError;
 use disks::{DiskError, KeelPartitions};
 use dm::{DmError, DmTarget};
-use keel_image::layout::PROVISIONER_FILE;
+use keel_image::layout::{ESP_USER_DATA, PROVISIONER_FILE};
 use keel_image::spec::Provisioner;
 use keel_image::verity::{Superblock, SUPERBLOCK_SIZE};
+use live::{LiveError, LiveSource};
 use modules::ModuleError;
 use mounts::MountError;
 use state::StateError;
@@ -94,6 +96,8 @@ pub enum InitError {
     StateCopy(#[from] CopyError),
     #[error("/etc overlay: {0}")]
     EtcOverlay(#[source] MountError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
     #[error("switch root: {0}")]
     SwitchRoot(#[from] SwitchRootError),
     #[error("internal error: {0}")]
@@ -163,6 +167,23 @@ fn boot(init_args: &[OsString]) -> Result<Infallible, InitError> {
 
     let cmdline = fs::read_to_string("/proc/cmdline").map_err(InitError::ReadCmdline)?;
     let args = BootArgs::parse(&cmdline)?;
+    if args.live {
+        boot_live(&args)?;
+    } else {
+        boot_installed(&args)?;
+    }
+    mount_etc_overlay()?;
+    run_local_provisioning(&cmdline);
+
+    if !fs::symlink_metadata("/root").is_ok_and(|m| m.file_type().is_symlink()) {
+        say("note: /root in the image is not a symlink into /var; root's home is read-only");
+    }
+    say("starting systemd");
+    Err(switch_root::exec_init(init_args).into())
+}
+
+/// A boot from a disk: ROOT-A and its hash partition, STATE on the disk.
+fn boot_installed(args: &BootArgs) -> Result<(), InitError> {
     let (root_uuid, verity_uuid) = args.partuuids();
     say(&format!(
         "roothash={}: looking for root PARTUUID {root_uuid} and verity PARTUUID {verity_uuid}{}",
@@ -193,63 +214,186 @@ fn boot(init_args: &[OsString]) -> Result<Infallible, InitError> {
         disk.disk.display()
     ));
 
-    mount_verified_root(&disk, &args)?;
+    mount_verified_root(&disk, &args.root_hash_hex())?;
     enter_verified_root()?;
 
     // From here on every path is the final system's own, so what `findmnt` shows later is
     // /dev/vda6 on /var and lowerdir=/etc, and STATE is formatted by the root's own mke2fs.
-    mount_state(&disk, &args)?;
-    mount_etc_overlay()?;
-    run_local_provisioning(&cmdline);
-
-    if !fs::symlink_metadata("/root").is_ok_and(|m| m.file_type().is_symlink()) {
-        say("note: /root in the image is not a symlink into /var; root's home is read-only");
+    let first_boot = mount_state(&disk, args)?;
+    if first_boot {
+        import_esp_user_data(&disk);
     }
-    say("starting systemd");
-    Err(switch_root::exec_init(init_args).into())
+    Ok(())
+}
+
+/// A live boot (ISO or PXE): the root image file on a loop device, STATE a tmpfs.
+fn boot_live(args: &BootArgs) -> Result<(), InitError> {
+    let root_hash = args.root_hash_hex();
+    say(&format!(
+        "roothash={root_hash}: live boot, looking for the root image"
+    ));
+    let (image, source) = live::find_root_image(
+        Path::new("/sys/block"),
+        Path::new("/dev"),
+        DISK_POLL_INTERVAL,
+        DISK_WAIT,
+    )?;
+    let data_len = live::ext4_size(&image)?;
+    let device = live::attach_read_only(&image)?;
+    say(&format!(
+        "root image {} ({}) on {}, its hash tree from byte {data_len}",
+        image.display(),
+        match &source {
+            LiveSource::Initramfs => "from the initramfs".to_string(),
+            LiveSource::Medium(medium) => format!("from the live medium {}", medium.display()),
+        },
+        device.display()
+    ));
+    verify_and_mount(
+        &device,
+        &device,
+        data_len,
+        &format!("the live root image {}", image.display()),
+        &root_hash,
+    )?;
+    enter_verified_root()?;
+
+    let var = Path::new("/var");
+    // The image's /var first goes aside, so the tmpfs can be filled from it.
+    let staging = Path::new("/").join(STATE_INIT_MOUNT);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&staging)
+        .map_err(|e| InitError::StateMount(MountError::new("create", &staging, e)))?;
+    sys::mount("tmpfs", &staging, Some("tmpfs"), 0, Some("mode=0755"))
+        .map_err(|e| InitError::StateMount(MountError::new("mount a tmpfs on", &staging, e)))?;
+    let copied = copy::copy_tree(var, &staging)?;
+    sys::mount(&staging.to_string_lossy(), var, None, libc::MS_MOVE, None)
+        .map_err(|e| InitError::StateMount(MountError::new("move the tmpfs to", var, e)))?;
+    say(&format!(
+        "live system: STATE is a tmpfs at /var ({} entries, {} copied from the image); nothing is kept across boots",
+        copied.entries,
+        human_size(copied.bytes)
+    ));
+    Ok(())
+}
+
+/// keel-install leaves the machine's cloud-config on the ESP (`/keel/user-data`); the first
+/// boot moves it to /var/lib/keel/user-data, where the provisioner's file source reads it on
+/// this and every later boot. A failure here costs the config, not the boot.
+fn import_esp_user_data(disk: &KeelPartitions) {
+    let Some(esp) = disk.esp.as_ref().map(|p| disk.device(p)) else {
+        return;
+    };
+    let mount = Path::new("/run/keel/esp");
+    let result = (|| -> io::Result<Option<u64>> {
+        fs::create_dir_all(mount)?;
+        sys::mount(
+            &esp.to_string_lossy(),
+            mount,
+            Some("vfat"),
+            libc::MS_RDONLY,
+            None,
+        )?;
+        let from = mount.join(ESP_USER_DATA);
+        let copied = if from.is_file() {
+            let to = Path::new(provisioner_user_data_file());
+            fs::create_dir_all(to.parent().expect("a folder"))?;
+            let partial = to.with_extension("partial");
+            fs::copy(&from, &partial)?;
+            fs::set_permissions(
+                &partial,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )?;
+            fs::rename(&partial, to)?;
+            Some(fs::metadata(to)?.len())
+        } else {
+            None
+        };
+        sys::umount(mount, 0)?;
+        Ok(copied)
+    })();
+    match result {
+        Ok(Some(bytes)) => say(&format!(
+            "moved the installer's cloud-config ({bytes} bytes) from {} to {}",
+            esp.display(),
+            provisioner_user_data_file()
+        )),
+        Ok(None) => {}
+        Err(e) => say(&format!(
+            "could not read {ESP_USER_DATA} from the ESP {}: {e}",
+            esp.display()
+        )),
+    }
+}
+
+fn provisioner_user_data_file() -> &'static str {
+    crate::datasource::file::DEFAULT_USER_DATA_FILE
 }
 
 /// Step 5: dm-verity over ROOT, mounted read-only at /sysroot.
-fn mount_verified_root(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> {
+fn mount_verified_root(disk: &KeelPartitions, root_hash: &str) -> Result<(), InitError> {
     let data_dev = disk.device(&disk.root);
     let hash_dev = disk.device(&disk.verity);
-    let root_hash = args.root_hash_hex();
+    verify_and_mount(
+        &data_dev,
+        &hash_dev,
+        0,
+        &format!(
+            "{} {} (hash {} {})",
+            disk.root.label,
+            data_dev.display(),
+            disk.verity.label,
+            hash_dev.display()
+        ),
+        root_hash,
+    )
+}
 
+/// Sets up dm-verity over `data_dev` with the hash device (superblock first) at byte
+/// `hash_offset` of `hash_dev`, and mounts it read-only at /sysroot. A root that does not
+/// match `root_hash` is refused.
+fn verify_and_mount(
+    data_dev: &Path,
+    hash_dev: &Path,
+    hash_offset: u64,
+    what: &str,
+    root_hash: &str,
+) -> Result<(), InitError> {
+    let superblock_error = |detail: String| InitError::VeritySuperblock {
+        label: what.to_string(),
+        device: hash_dev.to_path_buf(),
+        detail,
+    };
     let mut superblock_bytes = [0u8; SUPERBLOCK_SIZE];
-    File::open(&hash_dev)
-        .and_then(|mut f| f.read_exact(&mut superblock_bytes))
-        .map_err(|e| InitError::VeritySuperblock {
-            label: disk.verity.label.clone(),
-            device: hash_dev.clone(),
-            detail: e.to_string(),
-        })?;
+    File::open(hash_dev)
+        .and_then(|mut f| {
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(hash_offset))?;
+            f.read_exact(&mut superblock_bytes)
+        })
+        .map_err(|e| superblock_error(e.to_string()))?;
     let superblock =
-        Superblock::parse(&superblock_bytes).map_err(|e| InitError::VeritySuperblock {
-            label: disk.verity.label.clone(),
-            device: hash_dev.clone(),
-            detail: e.to_string(),
-        })?;
+        Superblock::parse(&superblock_bytes).map_err(|e| superblock_error(e.to_string()))?;
+    // The tree starts one hash block after the superblock.
+    let hash_start_block = hash_offset / u64::from(superblock.hash_block_size) + 1;
     let target = DmTarget {
         start_sector: 0,
         length_sectors: superblock.data_sectors(),
         target_type: "verity".into(),
-        params: superblock.dm_table_params(
+        params: superblock.dm_table_params_at(
             &data_dev.to_string_lossy(),
             &hash_dev.to_string_lossy(),
-            &root_hash,
+            root_hash,
+            hash_start_block,
         ),
     };
     let uuid = format!("KEEL-VERITY-{root_hash}");
     let verified =
         dm::create_read_only_device(DM_ROOT_NAME, &uuid, &[target]).map_err(|source| {
             InitError::VeritySetup {
-                what: format!(
-                    "{} {} (hash {})",
-                    disk.root.label,
-                    data_dev.display(),
-                    hash_dev.display()
-                ),
-                root_hash: root_hash.clone(),
+                what: what.to_string(),
+                root_hash: root_hash.to_string(),
                 source: Box::new(source),
             }
         })?;
@@ -271,24 +415,22 @@ fn mount_verified_root(disk: &KeelPartitions, args: &BootArgs) -> Result<(), Ini
         // dm-verity answers EIO for any block that does not hash to the tree.
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {
             return Err(InitError::RootRejected {
-                label: disk.root.label.clone(),
-                root_hash,
+                label: what.to_string(),
+                root_hash: root_hash.to_string(),
             })
         }
         Err(e) => return Err(InitError::MountRoot(MountError::new("mount", sysroot, e))),
     }
     say(&format!(
-        "root verified by dm-verity: {} ({} {}, hash {}), mounted read-only at {SYSROOT}",
+        "root verified by dm-verity: {} ({what}), mounted read-only at {SYSROOT}",
         verified.display(),
-        disk.root.label,
-        data_dev.display(),
-        hash_dev.display()
     ));
     Ok(())
 }
 
-/// Step 6: on first boot grow, format and fill STATE; every boot mount it at /var.
-fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> {
+/// Step 6: on first boot grow, format and fill STATE; every boot mount it at /var. Returns
+/// whether this was the first boot.
+fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<bool, InitError> {
     let state_dev = disk.device(&disk.state);
     let formatted = state::has_ext4_superblock(&state_dev)?;
     let first_boot = !formatted || args.first_boot_forced;
@@ -367,7 +509,7 @@ fn mount_state(disk: &KeelPartitions, args: &BootArgs) -> Result<(), InitError> 
         human_size(size),
         if first_boot { "yes" } else { "no" }
     ));
-    Ok(())
+    Ok(first_boot)
 }
 
 /// Step 7: /etc = the image's /etc with a writable layer on STATE.
