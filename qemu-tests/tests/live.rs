@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Result};
 use keel_image::vm::Vm;
 use qemu_tests::live::{run_unattended_install, start_iso, start_pxe, LIVE_USER_DATA};
-use qemu_tests::{boot_timeout, start_vm_with, wait_for_boot, WorkDir};
+use qemu_tests::{boot_timeout, nocloud_seed, output, start_vm_with, wait_for_boot, WorkDir};
 
 /// What every live system shows: booted with keel.live, the root verified from a loop
 /// device, /var a tmpfs, and the cloud-config applied.
@@ -56,6 +56,27 @@ fn the_iso_boots_live_from_a_cd_and_provisions_from_nocloud() -> Result<()> {
             && medium.contains("SHA256SUMS"),
         "{medium}"
     );
+    drop(vm);
+    work.passed();
+    Ok(())
+}
+
+#[test]
+#[ignore = "boots the ISO as a disk under QEMU: run by make test"]
+fn the_iso_written_to_a_disk_boots_as_a_usb_stick_would() -> Result<()> {
+    // The ISO file as the machine's only disk: the firmware boots the ESP that xorriso put in
+    // the ISO's GPT, and keel-init finds the ISO 9660 volume on the whole disk.
+    let work = WorkDir::new("keel-iso-disk-")?;
+    let seed = nocloud_seed(work.path(), LIVE_USER_DATA, "instance-id: live-usb\n")?;
+    let vm = start_vm_with(&output("keel.iso")?, &work.path().join("vm"), |cfg| {
+        cfg.extra_drives.push(seed.clone());
+    })?;
+    let timeout = boot_timeout();
+    wait_for_boot(&vm, timeout)?;
+    vm.wait_for_ssh(timeout)?;
+    let found = vm.wait_for_line_from(0, &["from the live medium"], Duration::from_secs(1))?;
+    ensure!(found.text.contains("/dev/vda"), "{}", found.text);
+    check_live_system(&vm)?;
     drop(vm);
     work.passed();
     Ok(())
