@@ -51,6 +51,7 @@ pub const BLANK_DISK_GIB: u32 = 4;
 
 /// The ISO in a CD drive, a blank disk and a NoCloud drive with `user_data`.
 pub fn start_iso(work: &Path, user_data: &str) -> Result<Vm, HarnessError> {
+    create(work)?;
     let iso = output("keel.iso")?;
     let blank = blank_disk(&work.join("blank.qcow2"), BLANK_DISK_GIB)?;
     let seed = nocloud_seed(work, user_data, "instance-id: live-iso\n")?;
@@ -63,6 +64,7 @@ pub fn start_iso(work: &Path, user_data: &str) -> Result<Vm, HarnessError> {
 /// A network boot of `out/pxe/keel.ipxe` through QEMU's TFTP server and the NIC's iPXE, with
 /// a blank disk and a NoCloud drive with `user_data`.
 pub fn start_pxe(work: &Path, user_data: &str) -> Result<Vm, HarnessError> {
+    create(work)?;
     output("pxe/keel.ipxe")?;
     let blank = blank_disk(&work.join("blank.qcow2"), BLANK_DISK_GIB)?;
     let seed = nocloud_seed(work, user_data, "instance-id: live-pxe\n")?;
@@ -74,6 +76,13 @@ pub fn start_pxe(work: &Path, user_data: &str) -> Result<Vm, HarnessError> {
             bootfile: "keel.ipxe".into(),
         });
         cfg.extra_drives.push(seed);
+    })
+}
+
+fn create(dir: &Path) -> Result<(), HarnessError> {
+    std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
+        context: format!("creating {}", dir.display()),
+        source,
     })
 }
 
