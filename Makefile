@@ -1,4 +1,4 @@
-# Keel: `make demo` builds the image and boots it; `make test` runs every test.
+# Keel: `make demo` builds the image and boots a three-machine cluster; `make test` runs every test.
 # Build caches live outside the checkout, so a fresh clone reuses them.
 KEEL_CACHE_DIR ?= /var/cache/keel
 export CARGO_TARGET_DIR ?= $(KEEL_CACHE_DIR)/target
