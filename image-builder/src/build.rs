@@ -153,12 +153,7 @@ fn sha256_file(path: &Path) -> Result<String, BuildError> {
 
 /// Writes `data` next to `dest` and renames it into place: readers never see half a file.
 fn write_atomic(dest: &Path, data: &[u8]) -> Result<(), BuildError> {
-    let tmp = dest.with_file_name(format!(
-        ".{}.tmp",
-        dest.file_name().unwrap().to_string_lossy()
-    ));
-    fs::write(&tmp, data).map_err(io_at(&tmp))?;
-    fs::rename(&tmp, dest).map_err(io_at(dest))
+    tools::write_atomic_with(dest, |file| io::Write::write_all(file, data)).map_err(io_at(dest))
 }
 
 fn round_up_mib(n: u64) -> u64 {

@@ -231,24 +231,12 @@ pub fn make(inputs: &LiveInputs) -> Result<LiveOutputs, LiveError> {
     })
 }
 
-/// Writes `path` through `fill` into a temporary file beside it, then renames it into place.
+/// [`tools::write_atomic_with`], with the path in the error.
 fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
 ) -> Result<(), LiveError> {
-    let tmp = path.with_extension("partial");
-    let result = fs::File::create(&tmp).and_then(|mut file| {
-        fill(&mut file)?;
-        file.sync_all()
-    });
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(LiveError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    fs::rename(&tmp, path).map_err(io_at(path))
+    tools::write_atomic_with(path, fill).map_err(io_at(path))
 }
 
 fn copy_atomic(from: &Path, to: &Path) -> Result<(), LiveError> {

@@ -111,6 +111,25 @@ pub fn run(cmd: &mut Command) -> Result<String, ToolError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Writes `path` through `fill` into `.<name>.tmp` beside it, then renames it into place:
+/// readers never see half a file, and a failed write leaves nothing behind.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let result = std::fs::File::create(&tmp).and_then(|mut file| {
+        fill(&mut file)?;
+        file.sync_all()
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)
+}
+
 /// The sha256 of a file, in hex (as SHA256SUMS lists it).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};

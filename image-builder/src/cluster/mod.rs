@@ -114,6 +114,17 @@ impl Machine {
             .filter(|s| !s.is_empty()))
     }
 
+    /// The destinations of the machine's IPv4 routes (`10.1.23.0/24`, `default`, ...), read
+    /// with one `ip route`.
+    pub fn route_destinations(&self) -> Result<Vec<String>, ClusterError> {
+        let routes = self.ssh("ip -4 route show")?;
+        Ok(routes
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Runs `command` as root; what it printed on both streams, whatever its exit status.
     pub fn ssh(&self, command: &str) -> Result<String, ClusterError> {
         let out = self.running()?.ssh(command)?;
@@ -363,11 +374,9 @@ impl Cluster {
         }
         let mut missing = Vec::new();
         for (machine, _) in &networks {
-            let routes = machine.ssh("ip -4 route show")?;
+            let routes = machine.route_destinations()?;
             for (other, network) in &networks {
-                let routed = routes
-                    .lines()
-                    .any(|l| l.starts_with(&format!("{network} ")));
+                let routed = routes.contains(network);
                 if other.name != machine.name && !routed {
                     missing.push(format!(
                         "{} has no route to {} ({network})",

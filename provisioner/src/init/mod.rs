@@ -16,6 +16,7 @@ pub mod state;
 pub mod switch_root;
 pub mod sys;
 
+use crate::datasource::file::DEFAULT_USER_DATA_FILE;
 use cmdline::{BootArgs, CmdlineError};
 use console::say;
 use copy::CopyError;
@@ -298,7 +299,7 @@ fn import_esp_user_data(disk: &KeelPartitions) {
         )?;
         let from = mount.join(ESP_USER_DATA);
         let copied = if from.is_file() {
-            let to = Path::new(provisioner_user_data_file());
+            let to = Path::new(DEFAULT_USER_DATA_FILE);
             fs::create_dir_all(to.parent().expect("a folder"))?;
             let partial = to.with_extension("partial");
             fs::copy(&from, &partial)?;
@@ -318,7 +319,7 @@ fn import_esp_user_data(disk: &KeelPartitions) {
         Ok(Some(bytes)) => say(&format!(
             "moved the installer's cloud-config ({bytes} bytes) from {} to {}",
             esp.display(),
-            provisioner_user_data_file()
+            DEFAULT_USER_DATA_FILE
         )),
         Ok(None) => {}
         Err(e) => say(&format!(
@@ -326,10 +327,6 @@ fn import_esp_user_data(disk: &KeelPartitions) {
             esp.display()
         )),
     }
-}
-
-fn provisioner_user_data_file() -> &'static str {
-    crate::datasource::file::DEFAULT_USER_DATA_FILE
 }
 
 /// Step 5: dm-verity over ROOT, mounted read-only at /sysroot.
