@@ -21,7 +21,7 @@ export KEEL_OUT := $(CURDIR)/$(OUT)
 OUT_CLOUD_INIT := out-cloud-init
 export KEEL_CLOUD_INIT_OUT := $(CURDIR)/$(OUT_CLOUD_INIT)
 
-.PHONY: demo test bench image image-cloud-init deps tools lint clean clean-cache fuzz
+.PHONY: demo test test-steps bench image image-cloud-init deps tools lint clean clean-cache fuzz
 
 # Three machines from the image form a cluster (etcd, fleet, flannel), shown and stopped again;
 # `make demo DEMO_KEEP=1` leaves them running (stop them with `keel cluster down`).
@@ -31,11 +31,20 @@ demo: image
 		--config configs/cloud-config/cluster-node.yaml --dir $(CLUSTER_DIR)
 	$(if $(DEMO_KEEP),@echo "left running: $(KEEL) cluster down --dir $(CLUSTER_DIR)",$(KEEL) cluster down --dir $(CLUSTER_DIR))
 
-test: deps tools lint
-	cargo test --workspace
-	$(MAKE) image
-	cargo test -p qemu-tests -- --ignored --test-threads=1
-	cargo test -p keel-image --test cluster_cli --test reproducible -- --ignored --test-threads=1
+# Every step is timed, and the end prints each step's time and the total (scripts/timed): the
+# budget is 60 minutes cold on 2 cores.
+TIMED := scripts/timed
+test:
+	@$(TIMED) "make test (total)" $(MAKE) --no-print-directory test-steps
+
+test-steps:
+	@$(TIMED) "host packages" $(MAKE) --no-print-directory deps
+	@$(TIMED) "build tools" $(MAKE) --no-print-directory tools
+	@$(TIMED) "fmt and clippy" $(MAKE) --no-print-directory lint
+	@$(TIMED) "cargo test --workspace" cargo test --workspace
+	@$(TIMED) "image" $(MAKE) --no-print-directory image
+	@$(TIMED) "VM tests" cargo test -p qemu-tests -- --ignored --test-threads=1
+	@$(TIMED) "cluster CLI, reproducible" cargo test -p keel-image --test cluster_cli --test reproducible -- --ignored --test-threads=1
 
 bench: image image-cloud-init
 	cargo bench -p keel-image --bench build

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Keel's build and tests need, and only those that are missing.
+# Installs the Debian packages Keel's build, tests and demo need, and only those that are missing.
+# Packages go in with --no-install-recommends, so a recommended package that is needed is named
+# here itself (libprotobuf-dev, which protobuf-compiler only recommends). `../shared/clean-room/run`
+# proves the list on a new machine's packages.
 set -euo pipefail
 packages=(
   qemu-system-x86 qemu-utils ovmf          # booting images
@@ -9,7 +12,7 @@ packages=(
   systemd-boot-efi                         # bootloader (the image also carries its own copy)
   fdisk cpio                               # sfdisk and cpio: tests read back GPT and initramfs
   openssh-client                           # logging in to test VMs
-  protobuf-compiler                        # etcd-client's build script
+  protobuf-compiler libprotobuf-dev        # etcd-client's build script: protoc and the well-known .proto files
   etcd-server etcd-client                  # the agents' tests start a real etcd
   iproute2 iptables iputils-ping iperf3    # flannel's tests: namespaces, masquerade rules, ping, throughput
   xorriso ipxe-qemu                        # the hybrid ISO; iPXE in QEMU's NIC ROMs for the PXE test
