@@ -39,10 +39,25 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("chroot", "coreutils"),
 ];
 
-/// The Debian package that provides `tool`, when the build knows it.
+/// Host programs that `keel vm`, `keel cluster` and the tests run besides the build's, with
+/// their Debian packages, so a missing one is named with its package too.
+pub const RUN_TOOLS: &[(&str, &str)] = &[
+    ("mlabel", "mtools"),
+    ("sfdisk", "fdisk"),
+    ("veritysetup", "cryptsetup-bin"),
+    ("cpio", "cpio"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+];
+
+/// The Debian package that provides `tool`, when Keel knows it.
 pub fn package_of(tool: &str) -> Option<&'static str> {
     BUILD_TOOLS
         .iter()
+        .chain(RUN_TOOLS)
         .find(|(t, _)| *t == tool)
         .map(|(_, p)| *p)
 }
@@ -165,6 +180,28 @@ mod tests {
             err.to_string(),
             "`mcopy` is not installed: apt-get install mtools"
         );
+    }
+
+    /// `make deps` (scripts/host-deps.sh) must install every package Keel names for a tool,
+    /// or a new machine finds the gap only when the tool is first run. `tar` and `coreutils`
+    /// are essential: every Debian system has them.
+    #[test]
+    fn host_deps_installs_every_tools_package() {
+        let script = include_str!("../../scripts/host-deps.sh");
+        let listed: Vec<&str> = script
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .flat_map(str::split_whitespace)
+            .collect();
+        for (tool, package) in BUILD_TOOLS.iter().chain(RUN_TOOLS) {
+            if matches!(*package, "tar" | "coreutils") {
+                continue;
+            }
+            assert!(
+                listed.contains(package),
+                "scripts/host-deps.sh does not install {package} (for {tool})"
+            );
+        }
     }
 
     #[test]
