@@ -11,8 +11,9 @@ export KEEL_PROVISION := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-provision
 FLEETD      := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetd
 FLEETCTL    := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetctl
 FLANNELD    := $(CARGO_TARGET_DIR)/$(TARGET)/release/flanneld
+MK_DOCKER_OPTS := $(CARGO_TARGET_DIR)/$(TARGET)/release/mk-docker-opts
 KEEL_INSTALL := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-install
-AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD) --bin $(KEEL_INSTALL)
+AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD) --bin $(MK_DOCKER_OPTS) --bin $(KEEL_INSTALL)
 TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
@@ -21,7 +22,7 @@ export KEEL_OUT := $(CURDIR)/$(OUT)
 OUT_CLOUD_INIT := out-cloud-init
 export KEEL_CLOUD_INIT_OUT := $(CURDIR)/$(OUT_CLOUD_INIT)
 
-.PHONY: demo test test-steps bench image image-cloud-init deps tools lint clean clean-cache fuzz
+.PHONY: demo test test-steps bench image containers image-cloud-init deps tools lint clean clean-cache fuzz
 
 # Three machines from the image form a cluster (etcd, fleet, flannel), shown and stopped again;
 # `make demo DEMO_KEEP=1` leaves them running (stop them with `keel cluster down`).
@@ -54,6 +55,7 @@ bench: image image-cloud-init
 	cargo bench -p flannel --bench flannel
 	cargo bench -p qemu-tests --bench cluster
 	cargo bench -p qemu-tests --bench live
+	cargo bench -p qemu-tests --bench containers
 
 deps:
 	@scripts/host-deps.sh
@@ -62,14 +64,19 @@ deps:
 # scripts dynamic while the binary is static).
 tools: deps
 	cargo build --release -p keel-image --bin keel
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld -p keel-installer --bin keel-install --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld --bin mk-docker-opts -p keel-installer --bin keel-install --target $(TARGET)
 
 $(TEST_KEY):
 	mkdir -p $(dir $@)
 	ssh-keygen -q -t ed25519 -N '' -C keel-test -f $@
 
+# Container images from configs/containers (out/containers: OCI layouts and docker-load
+# archives), which `keel vm` and `keel cluster up` serve from their registry.
+containers: tools
+	$(KEEL) container build configs/containers/*.yaml --out $(OUT)/containers
+
 # The test key is injected at build time for now; the provisioner replaces this later.
-image: tools $(TEST_KEY)
+image: tools $(TEST_KEY) containers
 	$(KEEL) build configs/image.yaml --out $(OUT) --init $(KEEL_INIT) --provision $(KEEL_PROVISION) $(AGENT_BINS) --authorized-key $(TEST_KEY).pub
 
 # The cloud-init comparison image (configs/cloud-init-image.yaml), with its own cached base tree.

@@ -16,6 +16,7 @@ packages=(
   etcd-server etcd-client                  # the agents' tests start a real etcd
   iproute2 iptables iputils-ping iperf3    # flannel's tests: namespaces, masquerade rules, ping, throughput
   xorriso ipxe-qemu                        # the hybrid ISO; iPXE in QEMU's NIC ROMs for the PXE test
+  docker-registry                          # the registry `keel vm`, `keel cluster up` and the tests serve images from
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -24,5 +25,12 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -q
+  # Daemons these packages carry (docker-registry, etcd) are not started by their install: Keel
+  # starts its own, on loopback, when it needs them.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

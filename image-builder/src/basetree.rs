@@ -25,7 +25,7 @@ pub struct BaseTree {
 }
 
 /// The files that decide what apt installs: the host's sources and their keyrings.
-fn apt_source_files() -> Vec<PathBuf> {
+pub fn apt_source_files() -> Vec<PathBuf> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut more: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();

@@ -281,7 +281,8 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
     };
     stage::enable_units(&root, &spec.enable_units)?;
     stage::disable_units(&root, &spec.disable_units)?;
-    let pruned = stage::prune(&root)?;
+    stage::add_users(&root, &spec.users, spec.source_date_epoch)?;
+    let pruned = stage::prune(&root, &spec.prune)?;
     stage::relocate_into_var(&root)?;
     stage::add_root_authorized_keys(&root, &opts.authorized_keys)?;
     let root_tree_bytes = stage::tree_size(&root)?;

@@ -4,6 +4,7 @@
 pub mod basetree;
 pub mod build;
 pub mod cluster;
+pub mod container;
 pub mod disk;
 pub mod esp;
 pub mod initramfs;
@@ -11,6 +12,7 @@ pub mod inspect;
 pub mod layout;
 pub mod live;
 pub mod progress;
+pub mod registry;
 pub mod rootfs;
 pub mod spec;
 pub mod stage;

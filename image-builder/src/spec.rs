@@ -97,6 +97,14 @@ pub struct Spec {
     /// e.g. by a cloud-config's `command: start`, as Container Linux started etcd).
     #[serde(default)]
     pub disable_units: Vec<String>,
+    /// Paths (relative to the root) the packages install that the image leaves out, beyond
+    /// the builder's own list (documentation, package state): e.g. test programs of a package.
+    #[serde(default)]
+    pub prune: Vec<String>,
+    /// Accounts the image carries from the start, made with the image's own useradd (Container
+    /// Linux's `core`, whose files, keys and `docker` commands cloud-configs take for granted).
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
     /// Who provisions the machine from its user-data: Keel's own provisioner (the default), or
     /// nobody Keel knows of (`none`: another agent in the image, such as cloud-init, does it).
     #[serde(default)]
@@ -153,6 +161,29 @@ pub struct KernelSpec {
     /// Extra kernel command-line arguments.
     #[serde(default)]
     pub cmdline: Vec<String>,
+}
+
+/// One entry of `users:`: a user with a group of the same name and id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    /// The user's id, also its own group's.
+    pub uid: u32,
+    #[serde(default)]
+    pub gecos: String,
+    /// Supplementary groups; each must exist in the tree (from its packages).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Defaults to /home/NAME (which lives on STATE, under /var/home).
+    #[serde(default)]
+    pub home: Option<String>,
+    #[serde(default = "default_shell")]
+    pub shell: String,
+}
+
+fn default_shell() -> String {
+    "/bin/bash".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +359,28 @@ source_date_epoch: 1700000000
             .unwrap_err()
             .to_string();
         assert!(err.contains("leaves no room for STATE"), "{err}");
+    }
+
+    #[test]
+    fn users_take_container_linux_s_core() {
+        let text = GOOD.replace(
+            "disk:\n",
+            "users:\n  - name: core\n    uid: 500\n    groups: [sudo, docker]\ndisk:\n",
+        );
+        let spec = Spec::parse(&text, Path::new("image.yaml")).unwrap();
+        assert_eq!(spec.users.len(), 1);
+        assert_eq!(spec.users[0].name, "core");
+        assert_eq!(spec.users[0].uid, 500);
+        assert_eq!(spec.users[0].shell, "/bin/bash");
+        assert_eq!(spec.users[0].groups, ["sudo", "docker"]);
+        let text = GOOD.replace(
+            "disk:\n",
+            "users:\n  - name: core\n    uid: 500\n    sudo: true\ndisk:\n",
+        );
+        let err = Spec::parse(&text, Path::new("image.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sudo"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Turning the base tree into the image's root: overlays, Keel's binaries, pruning, /var
 //! relocation of the writable homes, and normalised timestamps.
 
+use crate::spec::UserSpec;
 use crate::tools::{self, ToolError};
 use std::collections::BTreeMap;
 use std::fs;
@@ -308,9 +309,14 @@ const PRUNED: &[&str] = &[
 
 /// Prunes the tree; returns how many top-level entries were removed. Folders that the system
 /// expects to exist (/var/log, /usr/share/locale) are recreated empty.
-pub fn prune(root: &Path) -> Result<usize, StageError> {
+pub fn prune(root: &Path, extra: &[String]) -> Result<usize, StageError> {
     let mut removed = 0;
-    for rel in PRUNED {
+    for rel in PRUNED
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
+        let rel = rel.trim_start_matches('/');
         let p = root.join(rel);
         if fs::symlink_metadata(&p).is_ok() {
             remove_any(&p)?;
@@ -419,6 +425,44 @@ pub fn disable_units(root: &Path, units: &[String]) -> Result<(), StageError> {
     tools::run(&mut cmd)?;
     for unit in units {
         link_unit_aliases(root, unit)?;
+    }
+    Ok(())
+}
+
+/// Creates the spec's users with the image's own groupadd and useradd: a group of the same name
+/// and id, the supplementary groups, a home from /etc/skel, no password (SSH keys only). The
+/// shadow entries' date comes from `epoch` (SOURCE_DATE_EPOCH), so the image stays reproducible.
+pub fn add_users(root: &Path, users: &[UserSpec], epoch: u64) -> Result<(), StageError> {
+    for user in users {
+        let uid = user.uid.to_string();
+        let home = user
+            .home
+            .clone()
+            .unwrap_or_else(|| format!("/home/{}", user.name));
+        let mut group = tools::command("chroot", [root.as_os_str(), "groupadd".as_ref()]);
+        group.args(["--gid", &uid, &user.name]);
+        group.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        tools::run(&mut group)?;
+        let mut add = tools::command("chroot", [root.as_os_str(), "useradd".as_ref()]);
+        add.args([
+            "--uid",
+            &uid,
+            "--gid",
+            &uid,
+            "--create-home",
+            "--home-dir",
+            &home,
+        ]);
+        add.args(["--shell", &user.shell, "--password", "*"]);
+        if !user.gecos.is_empty() {
+            add.args(["--comment", &user.gecos]);
+        }
+        if !user.groups.is_empty() {
+            add.args(["--groups", &user.groups.join(",")]);
+        }
+        add.arg(&user.name);
+        add.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        tools::run(&mut add)?;
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ pub const RUN_TOOLS: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("docker-registry", "docker-registry"),
 ];
 
 /// The Debian package that provides `tool`, when Keel knows it.
@@ -73,6 +74,14 @@ pub fn find(tool: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(tool))
         .find(|c| c.is_file())
+}
+
+/// Finds `tool`, or says which Debian package to install for it.
+pub fn require(tool: &str) -> Result<PathBuf, ToolError> {
+    find(tool).ok_or_else(|| ToolError::Missing {
+        tool: tool.to_string(),
+        package: package_of(tool).unwrap_or("(unknown: see README)"),
+    })
 }
 
 /// Checks every build tool up front, so a missing one fails the build before any work.

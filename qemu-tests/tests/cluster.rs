@@ -7,23 +7,35 @@ use std::time::{Duration, Instant};
 
 use agent_common::testing::TestEtcd;
 use anyhow::{ensure, Context, Result};
-use keel_image::cluster::{subnet_network, Cluster, Machine, FLEETCTL};
+use keel_image::cluster::{subnet_network, Cluster, ClusterError, Machine, FLEETCTL};
+use keel_image::registry::Registry;
 use keel_image::vm::GuestForward;
 use qemu_tests::cluster::{
     fleet_units, formation_timeout, put_unit_file, spec, start_mover, wait_mover_moved,
     wait_routes_gone,
 };
-use qemu_tests::WorkDir;
+use qemu_tests::{out_dir, WorkDir};
 
+/// The container pattern of CoreOS's fleet documentation, unchanged but for the image: one
+/// HTTP container per machine.
 const HELLO_TEMPLATE: &str = "[Unit]
 Description=hello %i, one per machine
+After=docker.service
+Requires=docker.service
 
 [Service]
-ExecStart=/bin/sleep infinity
+TimeoutStartSec=0
+ExecStartPre=-/usr/bin/docker kill hello%i
+ExecStartPre=-/usr/bin/docker rm hello%i
+ExecStartPre=/usr/bin/docker pull registry.keel.internal:5000/http
+ExecStart=/usr/bin/docker run --rm --name hello%i registry.keel.internal:5000/http
+ExecStop=/usr/bin/docker stop hello%i
 
 [X-Fleet]
 Conflicts=hello@*.service
 ";
+
+const REGISTRY: &str = "registry.keel.internal:5000";
 
 const EVERYWHERE: &str = "[Unit]
 Description=a unit on every machine
@@ -40,24 +52,25 @@ Global=true
 const DISCOVERY_GUEST_ADDR: &str = "10.0.2.100:2379";
 const DISCOVERY_PATH: &str = "/discovery/keel-cluster";
 
-/// A network namespace on `machine`, addressed in the machine's flannel subnet (.2, with the
-/// host end of its veth as .1 and the gateway), as a container would be. Returns its address.
-fn container_namespace(machine: &Machine) -> Result<String> {
-    let address = machine.ssh_ok(
-        r#"set -e
-net=$(sed -n 's/^FLANNEL_SUBNET=\(.*\)\.1\/[0-9]*$/\1/p' /run/flannel/subnet.env)
-ip netns add box
-ip link add box-host type veth peer name box-ns
-ip link set box-ns netns box
-ip addr add "$net.1/24" dev box-host
-ip link set box-host up
-ip -n box addr add "$net.2/24" dev box-ns
-ip -n box link set lo up
-ip -n box link set box-ns up
-ip -n box route add default via "$net.1"
-echo "$net.2""#,
-    )?;
-    Ok(address.trim().to_string())
+/// The address of the container `name` on `machine` (docker's bridge network).
+fn container_ip(machine: &Machine, name: &str) -> Result<String> {
+    let ip = machine.ssh_ok(&format!(
+        "docker inspect -f '{{{{.NetworkSettings.IPAddress}}}}' {name}"
+    ))?;
+    Ok(ip.trim().to_string())
+}
+
+/// The name of the hello container running on `machine`, if any.
+fn hello_on(machine: &Machine) -> Result<Option<String>, ClusterError> {
+    let names = machine.ssh_ok("docker ps --filter name=hello --format '{{.Names}}'")?;
+    Ok(names.lines().next().map(|n| n.trim().to_string()))
+}
+
+/// A page fetched by a container on `from` from the HTTP server at a container address.
+fn fetch_whoami(from: &Machine, ip: &str) -> Result<String> {
+    Ok(from.ssh_ok(&format!(
+        "docker run --rm {REGISTRY}/shell wget -qO- -T 10 http://{ip}/cgi-bin/whoami"
+    ))?)
 }
 
 fn deadline(timeout: Duration) -> Instant {
@@ -117,7 +130,15 @@ fn check_formed(cluster: &Cluster) -> Result<()> {
 #[ignore = "boots three VMs under QEMU: run by make test"]
 fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
     let work = WorkDir::new("keel-cluster-")?;
-    let spec = spec(work.path(), "cluster-node.yaml", 3)?;
+    let mut spec = spec(work.path(), "cluster-node.yaml", 3)?;
+    let registry = Registry::start(&work.path().join("registry"))?;
+    let pushed = registry.push_all(&out_dir().join("containers"))?;
+    ensure!(
+        pushed.iter().any(|p| p == "http:latest") && pushed.iter().any(|p| p == "shell:latest"),
+        "built images {pushed:?}: run `make image` (it builds configs/containers)"
+    );
+    spec.guest_forwards
+        .push(registry.guest_forward(env!("CARGO_BIN_EXE_tcp-relay")));
     let mut cluster = Cluster::start(&spec)?;
     let formed = cluster.wait_formed(formation_timeout(3))?;
     eprintln!("formed: {formed:?}");
@@ -163,15 +184,56 @@ fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
         ensure!(hellos.lines().count() == 1, "{}: {hellos}", machine.name);
     }
 
-    // flannel: a namespace in node1's subnet pings namespaces in the others' over vxlan.
-    let boxes: Vec<String> = cluster
-        .machines()
-        .iter()
-        .map(container_namespace)
-        .collect::<Result<_>>()?;
-    for target in &boxes[1..] {
-        let ping = first.ssh(&format!("ip netns exec box ping -c 3 -W 5 {target}"))?;
-        ensure!(ping.contains(" 0% packet loss"), "ping {target}:\n{ping}");
+    // docker with flannel: each machine's hello container has an address in that machine's
+    // flannel subnet and the vxlan MTU, and containers reach each other across machines at
+    // their container addresses, through docker's FORWARD policy of DROP.
+    let subnets = cluster.flannel_subnets()?;
+    let mut hello_ips = Vec::new();
+    for (i, machine) in cluster.machines().iter().enumerate() {
+        let name = cluster.poll(
+            &format!("a hello container on {}", machine.name),
+            deadline(timeout),
+            || Ok(hello_on(machine)?.ok_or("none yet".to_string())),
+        )?;
+        let ip = container_ip(machine, &name)?;
+        let network = subnet_network(&subnets[i].1).unwrap_or_default();
+        let prefix = network
+            .rsplit_once('.')
+            .map(|(p, _)| format!("{p}."))
+            .unwrap_or_default();
+        ensure!(
+            !prefix.is_empty() && ip.starts_with(&prefix),
+            "{}: {name} has {ip}, outside its flannel subnet {network}",
+            machine.name
+        );
+        let opts = machine.ssh_ok("cat /run/flannel/flannel_docker_opts.env")?;
+        ensure!(
+            opts.contains("DOCKER_OPT_BIP=\"--bip=")
+                && opts.contains("DOCKER_OPT_IPMASQ=\"--ip-masq=false\"")
+                && opts.contains("DOCKER_OPT_MTU=\"--mtu=1450\""),
+            "{}: {opts}",
+            machine.name
+        );
+        let mtu = machine.ssh_ok(&format!("docker exec {name} cat /sys/class/net/eth0/mtu"))?;
+        ensure!(
+            mtu.trim() == "1450",
+            "{}: container MTU {mtu}",
+            machine.name
+        );
+        let forward = machine.ssh_ok("iptables -S FORWARD")?;
+        ensure!(
+            forward.contains("-P FORWARD DROP") && forward.contains("-j FLANNEL-FWD"),
+            "{}: {forward}",
+            machine.name
+        );
+        hello_ips.push(ip);
+    }
+    for ip in &hello_ips[1..] {
+        let page = fetch_whoami(first, ip)?;
+        ensure!(
+            page.contains(&format!("address {ip}/")),
+            "from node1 to {ip}: {page:?}"
+        );
     }
     let fdb = first.ssh_ok("bridge fdb show dev flannel.1")?;
     ensure!(
@@ -184,6 +246,16 @@ fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
     let dead = &cluster.machines()[victim];
     let (dead_name, dead_ip) = (dead.name.clone(), dead.address.to_string());
     let dead_network = cluster.flannel_network_of(victim)?;
+    // Free a machine other than the victim of its hello instance, so the victim's can move.
+    let victim_hello = hello_on(&cluster.machines()[victim])?
+        .with_context(|| format!("no hello container on {dead_name}"))?;
+    let freed = (0..3).find(|i| *i != victim).expect("three machines");
+    let freed_hello = hello_on(&cluster.machines()[freed])?
+        .with_context(|| format!("no hello container on {}", cluster.machines()[freed].name))?;
+    first.ssh_ok(&format!(
+        "timeout 300 {FLEETCTL} destroy {}.service",
+        freed_hello.replace("hello", "hello@")
+    ))?;
     let killed = Instant::now();
     cluster.kill(victim);
     eprintln!("killed {dead_name} ({dead_ip}, flannel {dead_network})");
@@ -218,13 +290,33 @@ fn three_machines_form_a_cluster_and_survive_losing_one() -> Result<()> {
         "routes to {dead_network} gone {:.1} s after the kill",
         killed.elapsed().as_secs_f64()
     );
+    // The dead machine's hello instance runs its container on the machine that was freed,
+    // and the survivors' containers reach each other.
+    let freed_machine = &cluster.machines()[freed];
+    cluster.poll(
+        &format!("{victim_hello} to start on {}", freed_machine.name),
+        deadline(timeout),
+        || {
+            let name = hello_on(freed_machine)?;
+            Ok((name.as_deref() == Some(victim_hello.as_str()))
+                .then_some(())
+                .ok_or(format!("{name:?}")))
+        },
+    )?;
+    eprintln!(
+        "{victim_hello} moved to {} {:.1} s after the kill",
+        freed_machine.name,
+        killed.elapsed().as_secs_f64()
+    );
     let alive: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
     let from = &cluster.machines()[alive[0]];
-    let to = &boxes[alive[1]];
-    let ping = from.ssh(&format!("ip netns exec box ping -c 2 -W 5 {to}"))?;
+    let to = &cluster.machines()[alive[1]];
+    let to_hello = hello_on(to)?.context("a hello container on a survivor")?;
+    let ip = container_ip(to, &to_hello)?;
+    let page = fetch_whoami(from, &ip)?;
     ensure!(
-        ping.contains(" 0% packet loss"),
-        "ping {to} after the kill:\n{ping}"
+        page.contains(&format!("address {ip}/")),
+        "after the kill, to {ip}: {page:?}"
     );
 
     drop(cluster);

@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod machine;
+pub mod sd_notify;
 pub mod shutdown;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -26,6 +26,8 @@ pub const DEFAULT_RENEW_MARGIN_MINUTES: u32 = 60;
 /// The shortest `--subnet-lease-ttl` taken: renewals come at half the TTL or earlier, and
 /// below a few seconds one slow etcd round trip would let a live machine's lease lapse.
 pub const MIN_SUBNET_LEASE_TTL: Duration = Duration::from_secs(5);
+/// flanneld's `--iptables-resync` default, in seconds.
+pub const DEFAULT_IPTABLES_RESYNC_SECONDS: u64 = 5;
 /// The longest `--subnet-lease-ttl` taken, and the default: flannel's own 24 h.
 pub const MAX_SUBNET_LEASE_TTL: Duration = crate::registry::SUBNET_LEASE_TTL;
 
@@ -45,6 +47,8 @@ const OPTIONS: &[&str] = &[
     "healthz-port",
     "subnet-lease-renew-margin",
     "subnet-lease-ttl",
+    "iptables-resync",
+    "iptables-forward-rules",
 ];
 
 /// Upstream flanneld's options that Keel's does not implement: set in the environment or
@@ -58,8 +62,6 @@ const UPSTREAM_ONLY: &[&str] = &[
     "kube-annotation-prefix",
     "iface-can-reach",
     "public-ipv6",
-    "iptables-resync",
-    "iptables-forward-rules",
     "net-config-path",
     "subnet-dir",
     "v",
@@ -128,6 +130,20 @@ pub struct FlannelArgs {
     /// it once its lease runs out [default: 24h, flannel's]
     #[arg(long, value_name = "DURATION")]
     pub subnet_lease_ttl: Option<String>,
+    /// Seconds between checks that flannel's iptables rules are still in place (re-added if
+    /// something, such as dockerd starting, removed them) [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub iptables_resync: Option<String>,
+    /// Add FORWARD-accept rules for the flannel network (the FLANNEL-FWD chain), so that
+    /// forwarded container traffic passes a FORWARD policy of DROP, such as docker sets
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub iptables_forward_rules: Option<String>,
 }
 
 impl FlannelArgs {
@@ -203,6 +219,10 @@ pub struct FlannelConfig {
     /// How long the subnet lease (an etcd lease) lasts without renewal: a dead machine's
     /// routes go from the others' once it runs out.
     pub subnet_lease_ttl: Duration,
+    /// How often the iptables rules are checked and re-added.
+    pub iptables_resync: Duration,
+    /// Whether the FLANNEL-FWD forward-accept rules are installed.
+    pub iptables_forward_rules: bool,
     /// Settings that were ignored (unknown names, upstream options Keel lacks), for the
     /// daemon to log.
     pub warnings: Vec<String>,
@@ -227,6 +247,8 @@ impl Default for FlannelConfig {
                 u64::from(DEFAULT_RENEW_MARGIN_MINUTES) * 60,
             ),
             subnet_lease_ttl: crate::registry::SUBNET_LEASE_TTL,
+            iptables_resync: Duration::from_secs(DEFAULT_IPTABLES_RESYNC_SECONDS),
+            iptables_forward_rules: true,
             warnings: Vec::new(),
         }
     }
@@ -398,6 +420,14 @@ impl FlannelConfig {
         if let Some((value, origin)) = resolver.single("subnet-lease-ttl") {
             config.subnet_lease_ttl = check("subnet-lease-ttl", &origin, parse_lease_ttl(&value))?;
         }
+        if let Some((value, origin)) = resolver.single("iptables-resync") {
+            config.iptables_resync =
+                check("iptables-resync", &origin, parse_iptables_resync(&value))?;
+        }
+        if let Some((value, origin)) = resolver.single("iptables-forward-rules") {
+            config.iptables_forward_rules =
+                check("iptables-forward-rules", &origin, parse_bool(&value))?;
+        }
         config.warnings = warnings;
         Ok(config)
     }
@@ -478,6 +508,8 @@ impl Resolver {
             "healthz-port" => self.args.healthz_port.take(),
             "subnet-lease-renew-margin" => self.args.subnet_lease_renew_margin.take(),
             "subnet-lease-ttl" => self.args.subnet_lease_ttl.take(),
+            "iptables-resync" => self.args.iptables_resync.take(),
+            "iptables-forward-rules" => self.args.iptables_forward_rules.take(),
             other => unreachable!("{other} is not a single-valued option"),
         };
         match flag {
@@ -701,6 +733,16 @@ fn parse_renew_margin(value: &str) -> Result<Duration, String> {
 
 /// A whole number of seconds, minutes or hours in Go's duration syntax (`30s`, `10m`, `24h`),
 /// from [`MIN_SUBNET_LEASE_TTL`] to [`MAX_SUBNET_LEASE_TTL`].
+/// Whole seconds, as flanneld's int flag; at least 1 (0 would spin).
+fn parse_iptables_resync(value: &str) -> Result<Duration, String> {
+    match value.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!(
+            "{value:?} is not a whole number of seconds of at least 1"
+        )),
+    }
+}
+
 fn parse_lease_ttl(value: &str) -> Result<Duration, String> {
     let text = value.trim();
     let digits = text

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use crate::backend::{Backend, BackendOptions};
 use crate::config::FlannelConfig;
 use crate::health::Readiness;
+use crate::iptables;
 use crate::netlink::Netlink;
 use crate::registry::SubnetRegistry;
 use crate::subnet::{LeaseAttrs, LeaseEvent};
@@ -71,8 +72,15 @@ pub async fn run(
     backend
         .configure_local(network.network, lease.subnet)
         .await?;
+    let mut rule_sets = Vec::new();
     if config.ip_masq {
-        crate::masq::install(network.network, lease.subnet)?;
+        rule_sets.push(iptables::masq_rules(network.network, lease.subnet));
+    }
+    if config.iptables_forward_rules {
+        rule_sets.push(iptables::forward_rules(network.network));
+    }
+    for rules in &rule_sets {
+        iptables::ensure(rules)?;
     }
     let (leases, revision) = registry.list_leases().await?;
     backend.sync_remotes(&leases).await?;
@@ -84,6 +92,10 @@ pub async fn run(
         config.ip_masq,
     )?;
     readiness.set_ready(true);
+    // Type=notify: units ordered after flanneld (flannel-docker-opts, docker) start now.
+    if let Err(e) = agent_common::sd_notify::ready() {
+        tracing::warn!(error = %e, "could not tell systemd flanneld is ready");
+    }
     tracing::info!(
         remotes = leases.len().saturating_sub(1),
         "routes in place; ready"
@@ -104,8 +116,20 @@ pub async fn run(
     );
     let renew = tokio::time::sleep_until(leased_at + renew_after);
     tokio::pin!(renew);
+    // Someone may flush flannel's rules (dockerd rewrites FORWARD when it starts): put them back.
+    let mut resync = tokio::time::interval(config.iptables_resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = resync.tick(), if !rule_sets.is_empty() => {
+                for rules in &rule_sets {
+                    match iptables::ensure(rules) {
+                        Ok(true) => tracing::info!(table = rules[0].table, "iptables rules were missing; added them again"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "checking flannel's iptables rules"),
+                    }
+                }
+            }
             Some(event) = events.recv() => {
                 let result = match &event {
                     LeaseEvent::Added(remote) => backend.add_remote(remote).await.map(|_| ()),

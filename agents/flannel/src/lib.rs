@@ -6,8 +6,9 @@
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod docker_opts;
 pub mod health;
-pub mod masq;
+pub mod iptables;
 pub mod netlink;
 pub mod network;
 pub mod registry;

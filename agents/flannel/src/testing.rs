@@ -31,6 +31,8 @@ pub const TEST_RANGE: &str = "10.213.0.0/16";
 pub const HOST_IFACE: &str = "eth0";
 /// The bridge [`TestNetwork::add_test_address`] creates inside a host to hold addresses.
 pub const TEST_BRIDGE: &str = "fltest0";
+/// The docker-like bridge [`TestNetwork::add_container`] makes in a host.
+pub const CONTAINER_BRIDGE: &str = "fldocker0";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -78,6 +80,8 @@ pub struct TestNetwork {
     bridge: String,
     bridge_created: bool,
     hosts: Vec<TestHost>,
+    /// Namespaces made by [`TestNetwork::add_container`], removed with the network.
+    containers: Vec<String>,
     /// Held for the network's life: the claim on `10.213.<k>.0/24` among processes.
     _claim: UnixListener,
 }
@@ -150,6 +154,7 @@ impl TestNetwork {
             bridge,
             bridge_created: false,
             hosts: Vec::new(),
+            containers: Vec::new(),
             _claim: claim,
         };
         let br = net.bridge.clone();
@@ -354,6 +359,91 @@ impl TestNetwork {
             .success()
     }
 
+    /// Puts a "container" in host `i` the way dockerd does from `--bip` and `--mtu`: a bridge
+    /// ([`CONTAINER_BRIDGE`]) holding `bip` (the gateway), a veth into a namespace of its own
+    /// with the next address and a default route through the bridge, and forwarding on in the
+    /// host. Returns the container's address; [`TestNetwork::exec_container`] runs in it.
+    pub fn add_container(&mut self, i: usize, bip: Ipv4Net, mtu: u32) -> Ipv4Addr {
+        let host = self.hosts[i].netns.clone();
+        let netns = format!("{host}-c");
+        let addr = Ipv4Addr::from(u32::from(bip.addr()) + 1);
+        let mtu = mtu.to_string();
+        ip(&["netns", "add", &netns]);
+        self.containers.push(netns.clone());
+        ip(&[
+            "-n",
+            &host,
+            "link",
+            "add",
+            CONTAINER_BRIDGE,
+            "type",
+            "bridge",
+        ]);
+        ip(&["-n", &host, "link", "set", CONTAINER_BRIDGE, "mtu", &mtu]);
+        ip(&[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            &bip.to_string(),
+            "dev",
+            CONTAINER_BRIDGE,
+        ]);
+        ip(&["-n", &host, "link", "set", CONTAINER_BRIDGE, "up"]);
+        ip(&[
+            "-n", &host, "link", "add", "flcveth", "mtu", &mtu, "type", "veth", "peer", "name",
+            HOST_IFACE, "netns", &netns,
+        ]);
+        ip(&[
+            "-n",
+            &host,
+            "link",
+            "set",
+            "flcveth",
+            "master",
+            CONTAINER_BRIDGE,
+            "up",
+        ]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{addr}/{}", bip.prefix_len()),
+            "dev",
+            HOST_IFACE,
+        ]);
+        ip(&["-n", &netns, "link", "set", HOST_IFACE, "up"]);
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &bip.addr().to_string(),
+        ]);
+        // Per namespace: the host's own setting, not the machine's.
+        run(self
+            .exec(i, "sh")
+            .args(["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]));
+        addr
+    }
+
+    /// A command to run `program` in host `i`'s container (see [`TestNetwork::add_container`]).
+    pub fn exec_container(&self, i: usize, program: &str) -> Command {
+        self.guard();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &format!("{}-c", self.hosts[i].netns),
+            program,
+        ]);
+        cmd
+    }
+
     /// Takes host `i` off the network: deletes its namespace and its veth ("a host leaves").
     pub fn remove_host(&mut self, i: usize) {
         let host = &mut self.hosts[i];
@@ -384,6 +474,9 @@ fn enter_netns(path: &std::path::Path) {
 
 impl Drop for TestNetwork {
     fn drop(&mut self) {
+        for netns in &self.containers {
+            ip_quiet(&["netns", "del", netns]);
+        }
         for i in 0..self.hosts.len() {
             self.remove_host(i);
         }

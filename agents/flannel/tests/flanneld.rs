@@ -394,12 +394,16 @@ fn ip_masq_installs_flannels_rules_once() {
         )
     };
     let rules = || {
-        let out = tn
-            .exec(0, "iptables")
-            .args(["-t", "nat", "-S", "POSTROUTING"])
-            .output()
-            .expect("iptables (Debian package iptables)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut text = String::new();
+        for (table, chain) in [
+            ("nat", "POSTROUTING"),
+            ("nat", "FLANNEL-POSTRTG"),
+            ("filter", "FORWARD"),
+            ("filter", "FLANNEL-FWD"),
+        ] {
+            text.push_str(&iptables_s(&tn, 0, table, chain));
+        }
+        text
     };
     let first = start();
     wait_until("subnet.env", Duration::from_secs(30), || {
@@ -408,19 +412,20 @@ fn ip_masq_installs_flannels_rules_once() {
     let subnet = first.subnet().unwrap();
     let env = std::fs::read_to_string(first.subnet_file()).unwrap();
     assert!(env.contains("FLANNEL_IPMASQ=true"), "{env}");
+    wait_until("ready", Duration::from_secs(30), || {
+        flannel::testing::is_ready(&tn, 0, HEALTHZ_PORT)
+    });
     let installed = rules();
-    assert!(
-        installed.contains(
-            "-A POSTROUTING -s 10.90.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully"
-        ),
-        "{installed}"
-    );
-    assert!(
-        installed.contains(&format!(
-            "-A POSTROUTING ! -s 10.90.0.0/16 -d {subnet} -j RETURN"
-        )),
-        "{installed}"
-    );
+    // Upstream flanneld's layout, comments included.
+    for line in [
+        "-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG".to_string(),
+        "-A FLANNEL-POSTRTG -s 10.90.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully".to_string(),
+        format!("-A FLANNEL-POSTRTG ! -s 10.90.0.0/16 -d {subnet} -m comment --comment \"flanneld masq\" -j RETURN"),
+        "-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD".to_string(),
+        "-A FLANNEL-FWD -d 10.90.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT".to_string(),
+    ] {
+        assert!(installed.contains(&line), "no {line:?} in\n{installed}");
+    }
     // A restart adds nothing twice.
     drop(first);
     let second = start();
@@ -429,4 +434,126 @@ fn ip_masq_installs_flannels_rules_once() {
     });
     assert_eq!(rules(), installed);
     drop(second);
+}
+
+/// `iptables -t TABLE -S CHAIN` in host `i`.
+fn iptables_s(tn: &TestNetwork, i: usize, table: &str, chain: &str) -> String {
+    let out = tn
+        .exec(i, "iptables")
+        .args(["-w", "-t", table, "-S", chain])
+        .output()
+        .expect("iptables (Debian package iptables)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What dockerd does with flannel, in namespaces: each host's "container" sits behind a
+/// docker-like bridge holding mk-docker-opts' DOCKER_OPT_BIP, with its MTU, and the hosts'
+/// FORWARD policy is DROP, as dockerd sets it. Containers reach each other at their container
+/// addresses through flanneld's FLANNEL-FWD rules, which come back within --iptables-resync
+/// when something flushes them.
+fn containers_reach_each_other(backend: &str, network: &str) {
+    let mut tn = TestNetwork::new(2);
+    let etcd = TestEtcd::start_on(tn.bridge_addr());
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(put_config(
+        &etcd,
+        PREFIX,
+        &format!(r#"{{"Network":"{network}","Backend":{{"Type":"{backend}"}}}}"#),
+    ));
+    let daemons: Vec<FlanneldProcess> = (0..2)
+        .map(|i| {
+            FlanneldProcess::start(
+                &tn,
+                i,
+                std::path::Path::new(env!("CARGO_BIN_EXE_flanneld")),
+                &etcd.endpoint(),
+                dir.path(),
+                PREFIX,
+                HEALTHZ_PORT,
+                &["--ip-masq", "--iptables-resync=1"],
+            )
+        })
+        .collect();
+    wait_until("both ready", Duration::from_secs(30), || {
+        (0..2).all(|i| ready(&tn, i))
+    });
+    let mut containers = Vec::new();
+    for (i, daemon) in daemons.iter().enumerate() {
+        let opts = dir.path().join(format!("docker-opts-{i}.env"));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_mk-docker-opts"))
+            .arg("-f")
+            .arg(daemon.subnet_file())
+            .arg("-d")
+            .arg(&opts)
+            .arg("-i")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let vars = flannel::docker_opts::parse_env(&std::fs::read_to_string(&opts).unwrap());
+        let bip: Ipv4Net = vars["DOCKER_OPT_BIP"]
+            .strip_prefix("--bip=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(bip.trunc(), daemon.subnet().unwrap());
+        assert_eq!(vars["DOCKER_OPT_IPMASQ"], "--ip-masq=false");
+        let mtu: u32 = vars["DOCKER_OPT_MTU"]
+            .strip_prefix("--mtu=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let out = tn
+            .exec(i, "iptables")
+            .args(["-w", "-P", "FORWARD", "DROP"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        containers.push(tn.add_container(i, bip, mtu));
+    }
+    let ping = |from: usize, to: Ipv4Addr| {
+        tn.exec_container(from, "ping")
+            .args(["-c1", "-W2", "-n", "-q", &to.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    for (from, to) in [(0, 1), (1, 0)] {
+        wait_until(
+            &format!("container {from} -> container {to} ({backend})"),
+            Duration::from_secs(20),
+            || ping(from, containers[to]),
+        );
+    }
+    // Something (dockerd starting, a person) flushes flannel's forward chain: it comes back.
+    let out = tn
+        .exec(1, "iptables")
+        .args(["-w", "-F", "FLANNEL-FWD"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_until("FLANNEL-FWD restored", Duration::from_secs(10), || {
+        iptables_s(&tn, 1, "filter", "FLANNEL-FWD")
+            .matches("-j ACCEPT")
+            .count()
+            == 2
+    });
+    wait_until(
+        "container 0 -> container 1 again",
+        Duration::from_secs(10),
+        || ping(0, containers[1]),
+    );
+    drop(daemons);
+}
+
+#[test]
+fn containers_reach_each_other_over_vxlan() {
+    containers_reach_each_other("vxlan", "10.71.0.0/16");
+}
+
+#[test]
+fn containers_reach_each_other_over_host_gw() {
+    containers_reach_each_other("host-gw", "10.72.0.0/16");
 }

@@ -24,6 +24,12 @@ enum Command {
     Vm(keel_image::vm::VmArgs),
     /// Boot several machines that form a cluster (`up N`), or stop them (`down`).
     Cluster(keel_image::cluster::cli::ClusterArgs),
+    /// Build container images from Debian packages (`build`), push them to a registry (`push`).
+    Container(keel_image::container::cli::ContainerArgs),
+    /// Joins stdin and stdout to a TCP address: QEMU runs it for each guest connection to a
+    /// guest forward (the registry's).
+    #[command(hide = true)]
+    Relay { target: String },
 }
 
 #[derive(clap::Args)]
@@ -140,6 +146,8 @@ fn main() -> Result<()> {
         },
         Command::Vm(a) => keel_image::vm::run_cli(&a)?,
         Command::Cluster(a) => keel_image::cluster::cli::run(&a)?,
+        Command::Container(a) => keel_image::container::cli::run(&a)?,
+        Command::Relay { target } => keel_image::vm::relay::run(&target)?,
     }
     Ok(())
 }

@@ -67,6 +67,11 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to form.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Built container images to serve from the cluster's registry (on the host's loopback;
+    /// registry.keel.internal:5000 in every machine). Default: $KEEL_OUT/containers or
+    /// out/containers.
+    #[arg(long)]
+    pub containers: Option<PathBuf>,
     #[command(flatten)]
     pub dir: DirArg,
 }
@@ -259,7 +264,7 @@ fn supervise(args: &UpArgs) -> Result<()> {
         error: String::new(),
     };
     write_state(dir, &state)?;
-    let outcome = (|| -> Result<(Cluster, String)> {
+    let outcome = (|| -> Result<(Cluster, crate::registry::Registry, String)> {
         let mut spec = ClusterSpec::new(
             args.image.clone().unwrap_or_else(crate::vm::default_image),
             dir,
@@ -269,6 +274,12 @@ fn supervise(args: &UpArgs) -> Result<()> {
             .with_context(|| format!("reading {}", args.config.display()))?;
         spec.ssh_key = args.ssh_key.clone();
         spec.memory_mib = args.memory;
+        let containers = args
+            .containers
+            .clone()
+            .unwrap_or_else(crate::vm::default_containers);
+        let (registry, forward) = crate::vm::start_registry(&dir.join("registry"), &containers)?;
+        spec.guest_forwards.push(forward);
         let cluster = Cluster::start(&spec)?;
         let formed = cluster.wait_formed(Duration::from_secs(args.timeout))?;
         let report = format!(
@@ -285,14 +296,15 @@ fn supervise(args: &UpArgs) -> Result<()> {
             formed.flannel_routed.as_secs_f64(),
             cluster.report()?
         );
-        Ok((cluster, report))
+        Ok((cluster, registry, report))
     })();
-    let cluster = match outcome {
-        Ok((cluster, report)) => {
+    // The registry lives as long as the machines.
+    let (cluster, _registry) = match outcome {
+        Ok((cluster, registry, report)) => {
             state.status = "formed".into();
             state.report = report;
             write_state(dir, &state)?;
-            cluster
+            (cluster, registry)
         }
         Err(e) => {
             state.status = "failed".into();

@@ -34,6 +34,14 @@ pub struct VmArgs {
     /// Seconds to wait for the guest to answer on SSH.
     #[arg(long, default_value_t = 600)]
     pub boot_timeout: u64,
+    /// Built container images (`keel container build`'s output) to serve from a registry on
+    /// the host's loopback, which the machine reaches as registry.keel.internal:5000.
+    /// Default: $KEEL_OUT/containers or out/containers.
+    #[arg(long)]
+    pub containers: Option<PathBuf>,
+    /// Start no registry.
+    #[arg(long)]
+    pub no_registry: bool,
 }
 
 pub(crate) fn default_image() -> PathBuf {
@@ -41,6 +49,42 @@ pub(crate) fn default_image() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("out"))
         .join("keel.qcow2")
+}
+
+pub(crate) fn default_containers() -> PathBuf {
+    std::env::var_os("KEEL_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("out"))
+        .join("containers")
+}
+
+/// Starts the registry the machines pull from, in `dir`, with the images built into
+/// `containers`, and returns it with the guest forward that reaches it (`keel relay`).
+pub(crate) fn start_registry(
+    dir: &std::path::Path,
+    containers: &std::path::Path,
+) -> Result<(crate::registry::Registry, super::GuestForward), VmError> {
+    let registry = crate::registry::Registry::start(dir).map_err(Box::new)?;
+    let pushed = registry.push_all(containers).map_err(Box::new)?;
+    let keel = std::env::current_exe().map_err(|source| VmError::Io {
+        context: "finding the keel binary for the registry's relay".into(),
+        source,
+    })?;
+    let forward = registry.guest_forward(&format!("{} relay", keel.display()));
+    println!(
+        "registry: {} on the host, {}:5000 in the machines; images: {}",
+        registry.url(),
+        crate::registry::GUEST_NAME,
+        if pushed.is_empty() {
+            format!(
+                "none yet (build some: keel container build; looked in {})",
+                containers.display()
+            )
+        } else {
+            pushed.join(", ")
+        }
+    );
+    Ok((registry, forward))
 }
 
 pub(crate) fn default_key() -> Option<PathBuf> {
@@ -103,6 +147,19 @@ pub fn run_cli(args: &VmArgs) -> Result<(), VmError> {
     cfg.memory_mib = args.memory;
     cfg.cpus = args.cpus;
     cfg.ssh_key = args.ssh_key.clone().or_else(default_key);
+    std::fs::create_dir_all(&work.path).map_err(|source| VmError::Io {
+        context: format!("creating {}", work.path.display()),
+        source,
+    })?;
+    // Lives as long as the VM: dropped (stopped) when this function returns.
+    let _registry = if args.no_registry {
+        None
+    } else {
+        let containers = args.containers.clone().unwrap_or_else(default_containers);
+        let (registry, forward) = start_registry(&work.path.join("registry"), &containers)?;
+        cfg.guest_forwards.push(forward);
+        Some(registry)
+    };
 
     catch_interrupts();
     let mut vm = Vm::start(cfg)?;

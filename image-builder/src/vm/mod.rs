@@ -10,6 +10,7 @@ mod cli;
 mod drive;
 mod lan;
 mod qemu;
+pub mod relay;
 mod serial;
 mod ssh;
 
@@ -21,7 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use accel::{Accel, PROBE_CACHE};
-pub(crate) use cli::{catch_interrupts, default_image, default_key, interrupted};
+pub(crate) use cli::{
+    catch_interrupts, default_containers, default_image, default_key, interrupted, start_registry,
+};
 pub use cli::{run_cli, VmArgs};
 pub use drive::vfat_drive;
 pub use lan::{LanCounters, LanHub, LanNic};
@@ -56,6 +59,8 @@ pub enum VmError {
     KeyNotFound(PathBuf),
     #[error("KEEL_ACCEL={0:?} is neither tcg nor kvm")]
     BadAccel(String),
+    #[error("the registry for the machines: {0}")]
+    Registry(#[from] Box<crate::registry::RegistryError>),
     #[error("guest forward command {0:?} has a comma, which QEMU's option syntax cannot hold")]
     CommaInForward(String),
     #[error("{context}: {source}")]
