@@ -9,6 +9,7 @@ use keel_image::vm::{SerialMatch, Vm, VmConfig, VmError};
 pub use keel_image::vm;
 
 pub mod cluster;
+pub mod containers;
 pub mod guest_figures;
 pub mod live;
 

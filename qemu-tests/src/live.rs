@@ -47,7 +47,7 @@ coreos:
 ";
 
 /// Size of the blank disk every live VM gets (the install target).
-pub const BLANK_DISK_GIB: u32 = 4;
+pub const BLANK_DISK_GIB: u32 = 6;
 
 /// The ISO in a CD drive, a blank disk and a NoCloud drive with `user_data`.
 pub fn start_iso(work: &Path, user_data: &str) -> Result<Vm, HarnessError> {

@@ -48,7 +48,7 @@ coreos:
     name: node1
     advertise-client-urls: http://$private_ipv4:2379
   units:
-    - name: keel-hello.service
+{docker_drop_in}    - name: keel-hello.service
       enable: true
       content: |
         [Unit]
@@ -77,6 +77,7 @@ runcmd:
   - echo run >> /var/lib/keel-test/runcmd-runs
   - [sh, -c, "hostname > /var/lib/keel-test/runcmd-saw-hostname"]
 "#,
+        docker_drop_in = qemu_tests::containers::DOCKER_DROP_IN_UNIT,
         b64 = b64(b"base64 text"),
         gzb64 = gzip_b64(b"gzip text"),
     )
@@ -93,8 +94,13 @@ fn nocloud_config_is_applied_on_first_boot() -> Result<()> {
         &user_data(pubkey.trim()),
         "instance-id: keel-test-1\nlocal-hostname: from-meta-data\n",
     )?;
+    // Docker's checks share this boot and its reboot (qemu_tests::containers).
+    let registry =
+        qemu_tests::containers::registry_with_built_images(&work.path().join("registry"))?;
+    let forward = registry.guest_forward(env!("CARGO_BIN_EXE_tcp-relay"));
     let mut vm = start_vm_with(&image, &work.path().join("vm"), |cfg| {
-        cfg.extra_drives.push(drive)
+        cfg.extra_drives.push(drive);
+        cfg.guest_forwards.push(forward);
     })?;
     let timeout = boot_timeout();
     wait_for_boot(&vm, timeout)?;
@@ -134,6 +140,7 @@ fn nocloud_config_is_applied_on_first_boot() -> Result<()> {
     )?;
     check(&vm, "cat /var/lib/keel-test/runcmd-runs", "run")?;
     check(&vm, "cat /var/lib/keel-test/bootcmd-runs", "boot")?;
+    qemu_tests::containers::check_first_boot(&vm)?;
 
     // A second boot with the same config: bootcmd runs again, runcmd does not, and the
     // user and files are left as they are. Only root may reboot; the rest is root's to read.
@@ -153,6 +160,7 @@ fn nocloud_config_is_applied_on_first_boot() -> Result<()> {
     vm.ssh_ok("systemctl is-active -q keel-provision-network.service && sleep 2")?;
     check(&vm, "cat /var/lib/keel-test/bootcmd-runs", "boot\nboot")?;
     check(&vm, "cat /var/lib/keel-test/runcmd-runs", "run")?;
+    qemu_tests::containers::check_after_reboot(&vm)?;
     let report = vm.ssh_ok("cat /run/keel/provision.json")?;
     let report: serde_json::Value = serde_json::from_str(&report)?;
     ensure!(
