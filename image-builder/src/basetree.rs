@@ -53,6 +53,47 @@ pub fn cache_key(spec: &Spec) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
+/// Runs mmdebstrap (`variant`, `packages`, no recommends, the host's own apt sources: no mirror
+/// argument) into a temporary tarball beside `tarball` and renames it into place, so an
+/// interrupted build never leaves a half-written cache entry. Shared by the OS image's base
+/// tree and the container images' package trees.
+pub fn mmdebstrap(
+    variant: &str,
+    suite: &str,
+    packages: &[String],
+    epoch: u64,
+    tarball: &Path,
+) -> Result<(), BaseTreeError> {
+    let dir = tarball.parent().expect("cache path has a parent");
+    fs::create_dir_all(dir).map_err(|source| BaseTreeError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let tmp = tarball.with_extension("tmp.tar");
+    let _ = fs::remove_file(&tmp);
+    let mut cmd = tools::command(
+        "mmdebstrap",
+        [
+            "--quiet".to_string(),
+            format!("--variant={variant}"),
+            "--architectures=amd64".to_string(),
+            format!("--include={}", packages.join(",")),
+            // No recommends: the spec names everything the tree holds.
+            "--aptopt=APT::Install-Recommends \"false\"".to_string(),
+            suite.to_string(),
+        ],
+    );
+    cmd.arg(&tmp).env("SOURCE_DATE_EPOCH", epoch.to_string());
+    if let Err(e) = tools::run(&mut cmd) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    fs::rename(&tmp, tarball).map_err(|source| BaseTreeError::Io {
+        path: tarball.to_path_buf(),
+        source,
+    })
+}
+
 impl BaseTree {
     pub fn locate(spec: &Spec, cache_dir: &Path) -> BaseTree {
         let key = cache_key(spec);
@@ -66,40 +107,15 @@ impl BaseTree {
         self.tarball.is_file()
     }
 
-    /// Runs mmdebstrap into a temporary tarball and renames it into place, so an interrupted
-    /// build never leaves a half-written cache entry.
+    /// Runs mmdebstrap into the cache (see [`mmdebstrap`]).
     pub fn create(&self, spec: &Spec) -> Result<(), BaseTreeError> {
-        let dir = self.tarball.parent().expect("cache path has a parent");
-        fs::create_dir_all(dir).map_err(|source| BaseTreeError::Io {
-            path: dir.into(),
-            source,
-        })?;
-        let tmp = self.tarball.with_extension("tmp.tar");
-        let _ = fs::remove_file(&tmp);
-        let mut cmd = tools::command(
-            "mmdebstrap",
-            [
-                "--quiet".to_string(),
-                "--variant=minbase".to_string(),
-                "--architectures=amd64".to_string(),
-                format!("--include={}", spec.all_packages().join(",")),
-                // No recommends: the spec names everything the image holds.
-                "--aptopt=APT::Install-Recommends \"false\"".to_string(),
-                spec.suite.clone(),
-            ],
-        );
-        // No mirror argument: mmdebstrap then uses the host's own apt sources.
-        cmd.arg(&tmp)
-            .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string());
-        let result = tools::run(&mut cmd);
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        fs::rename(&tmp, &self.tarball).map_err(|source| BaseTreeError::Io {
-            path: self.tarball.clone(),
-            source,
-        })
+        mmdebstrap(
+            "minbase",
+            &spec.suite,
+            &spec.all_packages(),
+            spec.source_date_epoch,
+            &self.tarball,
+        )
     }
 
     /// Unpacks the cached tree into `dest` (which must exist and be empty).

@@ -196,6 +196,26 @@ pub struct DiskSpec {
     pub root_size: Size,
 }
 
+/// A YAML or type error's line and message, for `FILE:LINE: message` (serde_yaml appends
+/// " at line N column M"; the line goes in front instead). Shared by every spec Keel reads.
+pub(crate) fn yaml_error(e: &serde_yaml::Error) -> (usize, String) {
+    let line = e.location().map(|l| l.line()).unwrap_or(1);
+    let message = e.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_string();
+    (line, message)
+}
+
+/// The first line (1-based) where `key:` starts, or 1.
+pub(crate) fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+        .map_or(1, |i| i + 1)
+}
+
 impl Spec {
     pub fn parse(text: &str, file: &Path) -> Result<Spec, SpecError> {
         let invalid = |line: usize, message: String| SpecError::Invalid {
@@ -204,17 +224,10 @@ impl Spec {
             message,
         };
         let spec: Spec = serde_yaml::from_str(text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(1);
-            // serde_yaml appends " at line N column M"; the line is already in front.
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            invalid(line, msg)
+            let (line, message) = yaml_error(&e);
+            invalid(line, message)
         })?;
-        let line_of = |key: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-                .map_or(1, |i| i + 1)
-        };
+        let line_of = |key: &str| key_line(text, key);
         let d = &spec.disk;
         let fixed = d.esp_size.0 + 2 * d.root_size.0;
         if d.size.0 < fixed + (64 << 20) {

@@ -39,6 +39,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error(transparent)]
+    PackageTree(#[from] crate::basetree::BaseTreeError),
+    #[error(transparent)]
     Layer(#[from] layer::LayerError),
     #[error("{path}: {source}")]
     Io {
@@ -115,26 +117,15 @@ fn package_tree(
     if tarball.is_file() {
         return Ok((tarball, true));
     }
-    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-    let tmp = tarball.with_extension("tmp.tar");
-    let _ = std::fs::remove_file(&tmp);
-    let mut cmd = tools::command(
-        "mmdebstrap",
-        [
-            "--quiet".to_string(),
-            format!("--variant={}", spec.variant.as_str()),
-            "--architectures=amd64".to_string(),
-            format!("--include={}", spec.packages.join(",")),
-            "--aptopt=APT::Install-Recommends \"false\"".to_string(),
-            spec.suite.clone(),
-        ],
+    let made = crate::basetree::mmdebstrap(
+        spec.variant.as_str(),
+        &spec.suite,
+        &spec.packages,
+        spec.source_date_epoch,
+        &tarball,
     );
-    // No mirror argument: the host's own apt sources.
-    cmd.arg(&tmp)
-        .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string());
-    if let Err(e) = tools::run(&mut cmd) {
-        let _ = std::fs::remove_file(&tmp);
-        if let ToolError::Failed { stderr, .. } = &e {
+    if let Err(e) = made {
+        if let crate::basetree::BaseTreeError::Tool(ToolError::Failed { stderr, .. }) = &e {
             let missing = unknown_package(stderr, &spec.packages)
                 .or_else(|| missing_from_sources(&spec.packages));
             if let Some(package) = missing {
@@ -147,7 +138,6 @@ fn package_tree(
         }
         return Err(e.into());
     }
-    std::fs::rename(&tmp, &tarball).map_err(io_at(&tarball))?;
     Ok((tarball, false))
 }
 

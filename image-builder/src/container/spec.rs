@@ -98,16 +98,10 @@ impl ContainerSpec {
             message,
         };
         let spec: ContainerSpec = serde_yaml::from_str(text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(1);
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            invalid(line, msg)
+            let (line, message) = crate::spec::yaml_error(&e);
+            invalid(line, message)
         })?;
-        let line_of = |key: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-                .map_or(1, |i| i + 1)
-        };
+        let line_of = |key: &str| crate::spec::key_line(text, key);
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.chars()
