@@ -74,6 +74,16 @@ fn fleet_and_flanneld_need_their_variables() {
         run("flanneld", &[("FLANNELD_SUBNET_LEASE_TTL", "60s")]).0,
         0
     );
+    // The unit's own FLANNEL_OPTS (--ip-masq=true) is no configuration; other flags are.
+    assert_eq!(run("flanneld", &[("FLANNEL_OPTS", "--ip-masq=true")]).0, 1);
+    assert_eq!(
+        run(
+            "flanneld",
+            &[("FLANNEL_OPTS", "--etcd-endpoints=http://10.77.0.11:2379")]
+        )
+        .0,
+        0
+    );
 }
 
 #[test]
