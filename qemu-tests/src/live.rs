@@ -69,8 +69,10 @@ pub fn start_pxe(work: &Path, user_data: &str) -> Result<Vm, HarnessError> {
     let blank = blank_disk(&work.join("blank.qcow2"), BLANK_DISK_GIB)?;
     let seed = nocloud_seed(work, user_data, "instance-id: live-pxe\n")?;
     start_vm_with(&blank, &work.join("live"), |cfg| {
-        // The root image is in RAM twice for a while: loaded by the EFI stub, then unpacked.
-        cfg.memory_mib = 2560;
+        // The root image (774 MiB: the whole 768 MiB root slot and its hash tree) is in RAM
+        // twice for a while: loaded by the EFI stub, then unpacked; 2560 MiB ran out
+        // ("Initramfs unpacking failed: write error").
+        cfg.memory_mib = 3584;
         cfg.pxe = Some(PxeBoot {
             tftp_dir: out_dir().join("pxe"),
             bootfile: "keel.ipxe".into(),
