@@ -12,8 +12,9 @@ FLEETD      := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetd
 FLEETCTL    := $(CARGO_TARGET_DIR)/$(TARGET)/release/fleetctl
 FLANNELD    := $(CARGO_TARGET_DIR)/$(TARGET)/release/flanneld
 MK_DOCKER_OPTS := $(CARGO_TARGET_DIR)/$(TARGET)/release/mk-docker-opts
+ETCDCTL     := $(CARGO_TARGET_DIR)/$(TARGET)/release/etcdctl
 KEEL_INSTALL := $(CARGO_TARGET_DIR)/$(TARGET)/release/keel-install
-AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD) --bin $(MK_DOCKER_OPTS) --bin $(KEEL_INSTALL)
+AGENT_BINS  := --bin $(FLEETD) --bin $(FLEETCTL) --bin $(FLANNELD) --bin $(MK_DOCKER_OPTS) --bin $(ETCDCTL) --bin $(KEEL_INSTALL)
 TEST_KEY    := $(KEEL_CACHE_DIR)/test-key/id_ed25519
 export KEEL_TEST_KEY := $(TEST_KEY)
 OUT         := out
@@ -24,12 +25,16 @@ export KEEL_CLOUD_INIT_OUT := $(CURDIR)/$(OUT_CLOUD_INIT)
 
 .PHONY: demo test test-steps bench image containers image-cloud-init deps tools lint clean clean-cache fuzz
 
-# Three machines from the image form a cluster (etcd, fleet, flannel), shown and stopped again;
-# `make demo DEMO_KEEP=1` leaves them running (stop them with `keel cluster down`).
+# Three machines from the image form a cluster (etcd, fleet, flannel) and run the demo's
+# multi-tier application (demo/units) until it answers on 127.0.0.1:$(DEMO_PORT); then the
+# cluster stops again. `make demo DEMO_FAILOVER=1` also kills a machine under it;
+# `make demo DEMO_KEEP=1` leaves it running (stop it with `keel cluster down`).
 CLUSTER_DIR ?= /var/tmp/keel-cluster
+DEMO_PORT ?= 8080
 demo: image
 	$(KEEL) cluster up 3 --image $(OUT)/keel.qcow2 --ssh-key $(TEST_KEY) \
-		--config configs/cloud-config/cluster-node.yaml --dir $(CLUSTER_DIR)
+		--config configs/cloud-config/cluster-node.yaml --dir $(CLUSTER_DIR) \
+		--containers $(OUT)/containers --demo --demo-port $(DEMO_PORT) $(if $(DEMO_FAILOVER),--demo-failover)
 	$(if $(DEMO_KEEP),@echo "left running: $(KEEL) cluster down --dir $(CLUSTER_DIR)",$(KEEL) cluster down --dir $(CLUSTER_DIR))
 
 # Every step is timed, and the end prints each step's time and the total (scripts/timed): the
@@ -57,6 +62,7 @@ bench: image image-cloud-init
 	cargo bench -p qemu-tests --bench live
 	$(KEEL) container build configs/containers/iperf3.yaml --out $(OUT)/containers
 	cargo bench -p qemu-tests --bench containers
+	cargo bench -p qemu-tests --bench demo
 
 deps:
 	@scripts/host-deps.sh
@@ -65,7 +71,7 @@ deps:
 # scripts dynamic while the binary is static).
 tools: deps
 	cargo build --release -p keel-image --bin keel
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld --bin mk-docker-opts -p keel-installer --bin keel-install --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p provisioner --bin keel-init --bin keel-provision -p fleet --bin fleetd --bin fleetctl -p flannel --bin flanneld --bin mk-docker-opts -p keel-etcdctl --bin etcdctl -p keel-installer --bin keel-install --target $(TARGET)
 
 $(TEST_KEY):
 	mkdir -p $(dir $@)
@@ -73,8 +79,9 @@ $(TEST_KEY):
 
 # Container images from configs/containers (out/containers: OCI layouts and docker-load
 # archives), which `keel vm` and `keel cluster up` serve from their registry. The tests and the
-# demo need shell and http; iperf3 is the container bench's (`make bench` builds it).
-CONTAINER_SPECS ?= configs/containers/shell.yaml configs/containers/http.yaml
+# demo need shell, http and the demo-* images (the demo's application); iperf3 is the container bench's (`make bench` builds it).
+CONTAINER_SPECS ?= configs/containers/shell.yaml configs/containers/http.yaml \
+	configs/containers/demo-db.yaml configs/containers/demo-app.yaml configs/containers/demo-lb.yaml
 containers: tools
 	$(KEEL) container build $(CONTAINER_SPECS) --out $(OUT)/containers
 

@@ -17,6 +17,7 @@ packages=(
   iproute2 iptables iputils-ping iperf3    # flannel's tests: namespaces, masquerade rules, ping, throughput
   xorriso ipxe-qemu                        # the hybrid ISO; iPXE in QEMU's NIC ROMs for the PXE test
   docker-registry                          # the registry `keel vm`, `keel cluster up` and the tests serve images from
+  chromium                                 # the demo test opens the demo's page in a headless browser
 )
 missing=()
 for p in "${packages[@]}"; do

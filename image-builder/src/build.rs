@@ -253,7 +253,15 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, BuildError> {
         let name = binary
             .file_name()
             .ok_or_else(|| BuildError::BinaryMissing(binary.clone()))?;
-        stage::install_file(binary, &root.join("usr/bin").join(name), 0o755)?;
+        let target = root.join("usr/bin").join(name);
+        // A Keel program that takes a packaged one's name keeps the packaged one beside it,
+        // for what it hands on (Keel's etcdctl runs Debian's for every v3 command).
+        if target.exists() {
+            let kept = root.join(layout::PACKAGED_DIR).join(name);
+            fs::create_dir_all(kept.parent().expect("a folder")).map_err(io_at(&kept))?;
+            fs::rename(&target, &kept).map_err(io_at(&kept))?;
+        }
+        stage::install_file(binary, &target, 0o755)?;
     }
     stage::write_file(
         &root.join(layout::PROVISIONER_FILE),

@@ -40,6 +40,10 @@ pub const LIVE_MOUNT: &str = "/run/keel/live";
 /// /var/lib/keel/user-data.
 pub const ESP_USER_DATA: &str = "keel/user-data";
 
+/// Where a packaged program goes when a Keel program of the same name takes its place in
+/// /usr/bin (Debian's etcdctl, which Keel's etcdctl runs for every v3 command).
+pub const PACKAGED_DIR: &str = "usr/lib/keel/packaged";
+
 /// Where the image records who provisions it (`keel` or `none`, from the spec's `provisioner:`),
 /// relative to the root. It lives under /usr, on the verified root, so nothing written at run
 /// time can change it; keel-init reads it before its local stage and a missing file means

@@ -72,6 +72,19 @@ pub struct UpArgs {
     /// out/containers.
     #[arg(long)]
     pub containers: Option<PathBuf>,
+    /// Then run the demo: a highly available multi-tier application (PostgreSQL, the
+    /// application on two machines, nginx on every machine) from demo/units, started with
+    /// fleetctl; return once it answers on --demo-port. The first machine is the database's
+    /// (fleet metadata role=database).
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: then kill the machine of one application instance and show the
+    /// application answering on, the instance moved and the items kept.
+    #[arg(long, requires = "demo")]
+    pub demo_failover: bool,
+    /// With --demo: the host port (on 127.0.0.1 only) of the load balancer.
+    #[arg(long, default_value_t = 8080)]
+    pub demo_port: u16,
     #[command(flatten)]
     pub dir: DirArg,
 }
@@ -142,6 +155,7 @@ fn run_up(args: &UpArgs) -> Result<()> {
         .arg(std::path::absolute(&args.config)?)
         .args(["--memory", &args.memory.to_string()])
         .args(["--timeout", &args.timeout.to_string()])
+        .args(["--demo-port", &args.demo_port.to_string()])
         .arg("--dir")
         .arg(std::path::absolute(dir)?);
     if let Some(image) = args
@@ -150,6 +164,24 @@ fn run_up(args: &UpArgs) -> Result<()> {
         .or_else(|| Some(crate::vm::default_image()))
     {
         supervisor.arg("--image").arg(std::path::absolute(image)?);
+    }
+    if args.demo {
+        supervisor.arg("--demo");
+        if args.demo_failover {
+            supervisor.arg("--demo-failover");
+        }
+        // Checked here, where the user sees it at once.
+        std::net::TcpListener::bind(("127.0.0.1", args.demo_port)).with_context(|| {
+            format!(
+                "the demo's port 127.0.0.1:{} is taken: choose another with --demo-port",
+                args.demo_port
+            )
+        })?;
+    }
+    if let Some(containers) = &args.containers {
+        supervisor
+            .arg("--containers")
+            .arg(std::path::absolute(containers)?);
     }
     if let Some(key) = args.ssh_key.clone().or_else(crate::vm::default_key) {
         supervisor.arg("--ssh-key").arg(std::path::absolute(key)?);
@@ -280,7 +312,12 @@ fn supervise(args: &UpArgs) -> Result<()> {
             .unwrap_or_else(crate::vm::default_containers);
         let (registry, forward) = crate::vm::start_registry(&dir.join("registry"), &containers)?;
         spec.guest_forwards.push(forward);
-        let cluster = Cluster::start(&spec)?;
+        if args.demo {
+            spec.machine_user_data
+                .insert(0, super::demo::DATABASE_MACHINE_CONFIG.to_string());
+            spec.host_forwards.push((0, args.demo_port, 80));
+        }
+        let mut cluster = Cluster::start(&spec)?;
         let formed = cluster.wait_formed(Duration::from_secs(args.timeout))?;
         let report = format!(
             "formed in {:.0} s ({}): booted {:.0} s, etcd healthy {:.0} s, fleet lists all {:.0} s, flannel routed {:.0} s\n\n{}",
@@ -296,6 +333,12 @@ fn supervise(args: &UpArgs) -> Result<()> {
             formed.flannel_routed.as_secs_f64(),
             cluster.report()?
         );
+        let report = if args.demo {
+            let demo = run_demo(&mut cluster, args)?;
+            format!("{report}\n{demo}")
+        } else {
+            report
+        };
         Ok((cluster, registry, report))
     })();
     // The registry lives as long as the machines.
@@ -320,4 +363,68 @@ fn supervise(args: &UpArgs) -> Result<()> {
     tracing::info!("stopping the cluster");
     drop(cluster);
     Ok(())
+}
+
+/// The demo's steps on a formed cluster (see [`super::demo`]); returns what `up` prints at
+/// the end. Each step is printed as it ends, with the seconds since the cluster started.
+fn run_demo(cluster: &mut Cluster, args: &UpArgs) -> Result<String> {
+    use super::demo;
+    let since = cluster.started();
+    let base = format!("http://127.0.0.1:{}", args.demo_port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
+    demo::step(
+        since,
+        "cluster formed; starting the demo's units with fleetctl",
+    );
+    let started = demo::start_units(cluster, deadline)?;
+    print!("{started}");
+    demo::wait_answering(cluster, &base, deadline)?;
+    demo::step(
+        since,
+        &format!("the application answers through the load balancer at {base}"),
+    );
+    for text in ["first item", "second item", "third item"] {
+        demo::add_item(&base, text).map_err(|e| anyhow::anyhow!("adding an item: {e}"))?;
+    }
+    let mut report = format!("$ fleetctl list-units\n{}\n", demo::list_units(cluster)?);
+    report.push_str(&format!("open {base}/ in a browser\n\na few requests:\n"));
+    for answer in demo::sample(&base, 6) {
+        report.push_str(&match answer {
+            Some(a) => format!(
+                "  served by machine {} container {} (app@{})\n",
+                a.machine, a.container, a.instance
+            ),
+            None => "  (no answer)\n".into(),
+        });
+    }
+    println!("{report}");
+    if args.demo_failover {
+        let instance = (1..=demo::APP_INSTANCES)
+            .find(|i| {
+                demo::machine_of(cluster, &format!("app@{i}.service"))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m != 0)
+            })
+            .ok_or_else(|| anyhow::anyhow!("no application instance runs off the first machine"))?;
+        demo::step(since, &format!("killing the machine of app@{instance}"));
+        let f = demo::fail_over(cluster, &base, instance, deadline)?;
+        let items = demo::items(&base).map_err(|e| anyhow::anyhow!("listing the items: {e}"))?;
+        let failover = format!(
+            "killed {}: the application answered again {:.1} s later (gap between good answers {:.1} s, {} requests failed), only from {:?}; {} answered from its new machine after {:.1} s; items still listed: {:?}\n\n$ fleetctl list-units\n{}",
+            f.killed,
+            f.answering_again.as_secs_f64(),
+            f.gap.as_secs_f64(),
+            f.failed_requests,
+            f.machines_after,
+            f.moved_instance,
+            f.instance_moved.as_secs_f64(),
+            items,
+            demo::list_units(cluster)?
+        );
+        demo::step(since, "failover done");
+        println!("{failover}");
+        report.push_str(&format!("\n{failover}"));
+    }
+    Ok(report)
 }

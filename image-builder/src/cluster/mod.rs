@@ -9,6 +9,7 @@
 //! network for SSH from the host. Nothing a machine sends can leave this host.
 
 pub mod cli;
+pub mod demo;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -62,6 +63,12 @@ pub struct ClusterSpec {
     pub memory_mib: u32,
     /// Host services every machine reaches on its user network (a discovery service).
     pub guest_forwards: Vec<GuestForward>,
+    /// Another cloud-config for some machines, by index (from 0), instead of `user_data`: a
+    /// machine with a role of its own, such as the demo's database machine.
+    pub machine_user_data: std::collections::BTreeMap<usize, String>,
+    /// Host loopback ports forwarded to a machine's port, as (machine index, host port,
+    /// guest port): the demo's load balancer on the first machine.
+    pub host_forwards: Vec<(usize, u16, u16)>,
 }
 
 impl ClusterSpec {
@@ -74,6 +81,8 @@ impl ClusterSpec {
             ssh_key: None,
             memory_mib: 1024,
             guest_forwards: Vec::new(),
+            machine_user_data: Default::default(),
+            host_forwards: Vec::new(),
         }
     }
 }
@@ -216,7 +225,11 @@ impl Cluster {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| VmError::io(format!("creating {}", dir.display()), e))?;
             let drive = dir.join("config-2.img");
-            let files = config_drive_files(&name, address, &nic.mac, &spec.user_data);
+            let user_data = spec
+                .machine_user_data
+                .get(&index)
+                .unwrap_or(&spec.user_data);
+            let files = config_drive_files(&name, address, &nic.mac, user_data);
             let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_slice())).collect();
             vfat_drive(&drive, "config-2", &files)?;
             let mut cfg = VmConfig::new(&spec.image, &dir);
@@ -224,6 +237,12 @@ impl Cluster {
             cfg.ssh_key = spec.ssh_key.clone();
             cfg.extra_drives = vec![drive];
             cfg.guest_forwards = spec.guest_forwards.clone();
+            cfg.host_forwards = spec
+                .host_forwards
+                .iter()
+                .filter(|(machine, _, _)| *machine == index)
+                .map(|(_, host, guest)| (*host, *guest))
+                .collect();
             cfg.lan = Some(nic.clone());
             tracing::info!(%name, %address, "starting machine");
             let vm = Vm::start(cfg)?;

@@ -72,13 +72,15 @@ pub struct Tree {
     entries: BTreeMap<String, Entry>,
 }
 
-fn pruned(path: &str) -> bool {
-    PRUNED.iter().any(|p| {
-        path == *p
+fn pruned(path: &str, extra: &[String]) -> bool {
+    let under = |p: &str| {
+        let p = p.trim_matches('/');
+        path == p
             || path
                 .strip_prefix(p)
                 .is_some_and(|rest| rest.starts_with('/'))
-    })
+    };
+    PRUNED.iter().any(|p| under(p)) || extra.iter().any(|p| under(p))
 }
 
 fn clean(path: &Path) -> String {
@@ -90,8 +92,9 @@ fn clean(path: &Path) -> String {
 }
 
 impl Tree {
-    /// Reads mmdebstrap's tarball; returns the tree and how many entries were pruned.
-    pub fn from_tarball(tarball: &Path) -> Result<(Tree, usize), LayerError> {
+    /// Reads mmdebstrap's tarball, leaving out [`PRUNED`] and the spec's `prune` paths;
+    /// returns the tree and how many entries were pruned.
+    pub fn from_tarball(tarball: &Path, prune: &[String]) -> Result<(Tree, usize), LayerError> {
         let file = std::fs::File::open(tarball).map_err(io_at(tarball))?;
         let mut archive = tar::Archive::new(std::io::BufReader::new(file));
         let mut tree = Tree::default();
@@ -102,7 +105,7 @@ impl Tree {
             if path.is_empty() || path == "." {
                 continue;
             }
-            if pruned(&path) {
+            if pruned(&path, prune) {
                 dropped += 1;
                 continue;
             }
@@ -397,7 +400,7 @@ mod tests {
             );
             add(b, "./dev/null", tar::EntryType::Char, b"", "");
         });
-        let (mut tree, dropped) = Tree::from_tarball(&base).unwrap();
+        let (mut tree, dropped) = Tree::from_tarball(&base, &[]).unwrap();
         assert_eq!(dropped, 3);
         let overlay = dir.path().join("overlay");
         std::fs::create_dir_all(overlay.join("bin")).unwrap();

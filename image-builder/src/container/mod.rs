@@ -204,7 +204,7 @@ pub fn build(
     }
     tools::require("mmdebstrap")?;
     let (tarball, cached) = package_tree(&spec, spec_file, &text, cache_dir)?;
-    let (mut tree, _pruned) = layer::Tree::from_tarball(&tarball)?;
+    let (mut tree, _pruned) = layer::Tree::from_tarball(&tarball, &spec.prune)?;
     for name in &spec.overlays {
         tree.apply_overlay(&overlays_dir.join(name))?;
     }

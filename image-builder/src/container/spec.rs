@@ -74,6 +74,11 @@ pub struct ContainerSpec {
     pub user: String,
     #[serde(default)]
     pub workdir: String,
+    /// More paths the image leaves out, beside what no image carries (package state, docs):
+    /// what the packages' maintainer scripts made at build time that must not be baked in,
+    /// such as a database cluster or a generated key (`var/lib/postgresql/15/main`).
+    #[serde(default)]
+    pub prune: Vec<String>,
     /// Seconds since the epoch: every file's time and the image's `created`.
     pub source_date_epoch: u64,
 }

@@ -122,6 +122,9 @@ pub struct VmConfig {
     pub direct_boot: Option<DirectBoot>,
     /// Guest TCP connections to these addresses reach a program on the host instead.
     pub guest_forwards: Vec<GuestForward>,
+    /// More host ports forwarded to the guest, as (host port on 127.0.0.1, guest port): a
+    /// service the guest runs, reached from the host's loopback only.
+    pub host_forwards: Vec<(u16, u16)>,
     /// A second NIC on a private segment shared with other VMs through a [`LanHub`].
     pub lan: Option<LanNic>,
     /// An ISO in a CD drive (virtio-scsi), booted before the disk.
@@ -145,6 +148,7 @@ impl VmConfig {
             fw_cfg: Vec::new(),
             direct_boot: None,
             guest_forwards: Vec::new(),
+            host_forwards: Vec::new(),
             lan: None,
             cdrom: None,
             pxe: None,
@@ -218,6 +222,7 @@ impl Vm {
                 fw_cfg: cfg.fw_cfg.clone(),
                 direct_boot: cfg.direct_boot.clone(),
                 guest_forwards: cfg.guest_forwards.clone(),
+                host_forwards: cfg.host_forwards.clone(),
                 lan: cfg.lan.clone(),
                 cdrom: cfg.cdrom.clone(),
                 pxe: cfg.pxe.clone(),

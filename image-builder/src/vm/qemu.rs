@@ -140,6 +140,7 @@ pub struct Launch {
     pub fw_cfg: Vec<(String, PathBuf)>,
     pub direct_boot: Option<DirectBoot>,
     pub guest_forwards: Vec<GuestForward>,
+    pub host_forwards: Vec<(u16, u16)>,
     pub lan: Option<LanNic>,
     pub cdrom: Option<PathBuf>,
     pub pxe: Option<PxeBoot>,
@@ -219,6 +220,9 @@ impl Launch {
                 pxe.tftp_dir.display(),
                 pxe.bootfile
             ));
+        }
+        for (host, guest) in &self.host_forwards {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
         for forward in &self.guest_forwards {
             // Vm::start refuses commands with a comma, where QEMU would split the option.
@@ -312,6 +316,7 @@ mod tests {
             fw_cfg: vec![("opt/org.keel/user-data".into(), "/w/user-data".into())],
             direct_boot: None,
             guest_forwards: Vec::new(),
+            host_forwards: Vec::new(),
             lan: None,
             cdrom: None,
             pxe: None,
@@ -350,6 +355,7 @@ mod tests {
             guest_addr: "10.0.2.100:80".parse().unwrap(),
             command: "/bin/imds /w/imds".into(),
         });
+        l.host_forwards.push((48080, 80));
         l.direct_boot = Some(DirectBoot {
             kernel: "/w/vmlinuz".into(),
             initrd: "/w/initrd.img".into(),
@@ -358,7 +364,7 @@ mod tests {
         let args = strings(&l);
         assert_eq!(
             value_after(&args, "-netdev"),
-            vec!["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40222-:22,guestfwd=tcp:10.0.2.100:80-cmd:/bin/imds /w/imds"]
+            vec!["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40222-:22,hostfwd=tcp:127.0.0.1:48080-:80,guestfwd=tcp:10.0.2.100:80-cmd:/bin/imds /w/imds"]
         );
         assert_eq!(value_after(&args, "-kernel"), vec!["/w/vmlinuz"]);
         assert_eq!(value_after(&args, "-initrd"), vec!["/w/initrd.img"]);

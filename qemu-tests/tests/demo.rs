@@ -1,0 +1,201 @@
+//! The demo, whole (issue 14): three machines, the multi-tier application from demo/units
+//! started with fleetctl, a browser on its page, and a machine killed under it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use keel_image::cluster::demo::{self, APP_INSTANCES};
+use keel_image::cluster::Cluster;
+use qemu_tests::cluster::{formation_timeout, spec};
+use qemu_tests::containers::registry_with_built_images;
+use qemu_tests::WorkDir;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Debian's chromium, headless, on `url`: the DOM it rendered, and a screenshot in `shot`.
+fn chromium(url: &str, shot: &Path, profile: &Path) -> Result<String> {
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1024,768",
+    ];
+    let profile_arg = format!("--user-data-dir={}", profile.display());
+    let run = |extra: &str| -> Result<std::process::Output> {
+        Command::new("chromium")
+            .args(common)
+            .arg(&profile_arg)
+            .arg(extra)
+            .arg(url)
+            .output()
+            .context("running chromium (Debian package chromium; `make deps` installs it)")
+    };
+    let dom = run("--dump-dom")?;
+    ensure!(
+        dom.status.success(),
+        "chromium --dump-dom: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot_out = run(&format!("--screenshot={}", shot.display()))?;
+    ensure!(
+        shot_out.status.success() && shot.is_file(),
+        "chromium --screenshot: {}",
+        String::from_utf8_lossy(&shot_out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&dom.stdout).into_owned())
+}
+
+#[test]
+#[ignore = "boots three VMs under QEMU: run by make test"]
+fn the_demo_app_answers_from_the_cluster_and_survives_losing_a_machine() -> Result<()> {
+    let work = WorkDir::new("keel-demo-")?;
+    let mut spec = spec(work.path(), "cluster-node.yaml", 3)?;
+    spec.machine_user_data
+        .insert(0, demo::DATABASE_MACHINE_CONFIG.to_string());
+    let port = free_port();
+    spec.host_forwards.push((0, port, 80));
+    let base = format!("http://127.0.0.1:{port}");
+    let registry = registry_with_built_images(&work.path().join("registry"))?;
+    spec.guest_forwards
+        .push(registry.guest_forward(env!("CARGO_BIN_EXE_tcp-relay")));
+    let mut cluster = Cluster::start(&spec)?;
+    cluster.wait_formed(formation_timeout(3))?;
+    let since = Instant::now();
+    let deadline = since + Duration::from_secs(900);
+    let first = cluster.first_alive()?;
+
+    // The database and the load balancers first: with no instance alive yet, the load
+    // balancer answers 503 with a page that says so, at once.
+    demo::put_units(first)?;
+    demo::fleetctl_start(first, demo::BACKEND_UNITS)?;
+    demo::wait_placed(&cluster, "db.service", deadline)?;
+    let page = cluster.poll("the load balancer's 503 page", deadline, || {
+        Ok(match demo::get(&format!("{base}/")) {
+            Some((503, body)) => Ok(body),
+            other => Err(format!("{other:?}")),
+        })
+    })?;
+    ensure!(
+        page.contains("no application instance is alive"),
+        "503 page: {page}"
+    );
+    eprintln!(
+        "load balancer up with no instance (503) after {:.0} s",
+        since.elapsed().as_secs_f64()
+    );
+
+    demo::fleetctl_start(first, &demo::app_units())?;
+    demo::wait_answering(&cluster, &base, deadline)?;
+    let first_answer = since.elapsed();
+    eprintln!(
+        "the application answers after {:.0} s\n{}",
+        first_answer.as_secs_f64(),
+        demo::list_units(&cluster)?
+    );
+
+    // Every request succeeds once it is up, and the instances are on different machines.
+    let answers = demo::sample(&base, 20);
+    ensure!(
+        answers.iter().all(Option::is_some),
+        "failed requests once up: {answers:?}"
+    );
+    let machines_before: BTreeSet<String> = answers
+        .iter()
+        .flatten()
+        .map(|a| a.machine.clone())
+        .collect();
+    ensure!(
+        machines_before.len() == APP_INSTANCES,
+        "answers came from {machines_before:?}"
+    );
+    let db_machine = demo::machine_of(&cluster, "db.service")?;
+    ensure!(
+        db_machine == Some(0),
+        "db.service runs on {db_machine:?}, not node1 (role=database)"
+    );
+    ensure!(
+        !machines_before.contains("node1"),
+        "an instance runs on the database's machine: {machines_before:?}"
+    );
+    for text in ["first item", "second item", "third item"] {
+        demo::add_item(&base, text).map_err(anyhow::Error::msg)?;
+    }
+
+    // A person's browser on the page: it shows who served it and the items.
+    // Kept after the test (under the build's output folder), for a person to look at.
+    let shots = qemu_tests::out_dir().join("test-output/demo");
+    std::fs::create_dir_all(&shots)?;
+    let shot = shots.join("demo-page.png");
+    let dom = chromium(&format!("{base}/"), &shot, &work.path().join("chromium"))?;
+    for wanted in ["Served by machine", "first item", "third item", "3 items"] {
+        ensure!(
+            dom.contains(wanted),
+            "the rendered page lacks {wanted:?}:\n{dom}"
+        );
+    }
+    ensure!(
+        machines_before.iter().any(|m| dom.contains(m.as_str())),
+        "the page names no instance's machine:\n{dom}"
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    // Kill the machine of one instance: the application answers on, from the survivors only,
+    // the instance moves to the free machine, and the items are kept.
+    let instance = (1..=APP_INSTANCES)
+        .find(|i| {
+            demo::machine_of(&cluster, &format!("app@{i}.service"))
+                .ok()
+                .flatten()
+                .is_some_and(|m| m != 0)
+        })
+        .context("no application instance off node1")?;
+    let failover = demo::fail_over(&mut cluster, &base, instance, deadline)?;
+    eprintln!(
+        "failover: killed {}; answers again after {:.1} s (gap {:.1} s, {} failed requests); {} answered from its new machine after {:.1} s; machines after: {:?}",
+        failover.killed,
+        failover.answering_again.as_secs_f64(),
+        failover.gap.as_secs_f64(),
+        failover.failed_requests,
+        failover.moved_instance,
+        failover.instance_moved.as_secs_f64(),
+        failover.machines_after
+    );
+    ensure!(
+        !failover.machines_after.contains(&failover.killed),
+        "answers after the kill came from the dead machine: {:?}",
+        failover.machines_after
+    );
+    ensure!(
+        failover.answering_again < Duration::from_secs(120),
+        "the application took {:?} to answer again",
+        failover.answering_again
+    );
+    let all_machines: BTreeSet<String> = machines_before
+        .union(&failover.machines_after)
+        .cloned()
+        .collect();
+    ensure!(
+        all_machines.len() == 3,
+        "over the run, answers came from {all_machines:?}"
+    );
+    let items = demo::items(&base).map_err(anyhow::Error::msg)?;
+    if items != ["first item", "second item", "third item"] {
+        bail!("items after the failover: {items:?}");
+    }
+    eprintln!("{}", demo::list_units(&cluster)?);
+    work.passed();
+    Ok(())
+}
