@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use keel_image::cluster::demo::{self, APP_INSTANCES};
-use keel_image::cluster::Cluster;
+use keel_image::cluster::{Cluster, FLEETCTL};
 use qemu_tests::cluster::{formation_timeout, spec};
 use qemu_tests::containers::registry_with_built_images;
 use qemu_tests::WorkDir;
@@ -80,6 +80,18 @@ fn the_demo_app_answers_from_the_cluster_and_survives_losing_a_machine() -> Resu
     // The database and the load balancers first: with no instance alive yet, the load
     // balancer answers 503 with a page that says so, at once.
     demo::put_units(first)?;
+    // Bad input: a unit whose [X-Fleet] section is broken is refused by fleetctl submit with
+    // fleet's message, and never reaches the registry.
+    let broken = first.ssh(&format!(
+        "cd {dir} && printf '[Service]\\nExecStart=/bin/true\\n\\n[X-Fleet]\\nMachinOf=db.service\\n' > broken.service && {FLEETCTL} submit broken.service; echo exit=$?; {FLEETCTL} list-unit-files --no-legend",
+        dir = demo::UNIT_DIR
+    ))?;
+    ensure!(
+        broken.contains("unrecognized requirement in [X-Fleet] section: \"MachinOf\"")
+            && !broken.contains("exit=0")
+            && !broken.contains("broken.service\t"),
+        "fleetctl submit of a broken [X-Fleet] section: {broken}"
+    );
     demo::fleetctl_start(first, demo::BACKEND_UNITS)?;
     demo::wait_placed(&cluster, "db.service", deadline)?;
     let page = cluster.poll("the load balancer's 503 page", deadline, || {

@@ -848,3 +848,28 @@ async fn tunnel_through_fd_forward() {
     );
     assert!(Path::new(&c.endpoint.trim_start_matches("unix://")).exists());
 }
+
+/// A broken [X-Fleet] section (the demo's bad-input case; the same is checked against a real
+/// fleetd in qemu-tests' demo test) is refused at submit with fleet's own message, and nothing
+/// lands in the registry.
+#[tokio::test]
+async fn a_broken_x_fleet_section_is_refused_at_submit() {
+    let c = Cluster::new().await;
+    let file = c.write(
+        "broken.service",
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nMachinOf=db.service\n",
+    );
+    let run = c.run(&["submit", &file]).await;
+    eprintln!(
+        "code {} stdout {:?} stderr {:?}",
+        run.code, run.stdout, run.stderr
+    );
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("unrecognized requirement in [X-Fleet] section: \"MachinOf\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(c.ok(&["list-unit-files", "--no-legend"]).await, "");
+}
