@@ -166,14 +166,8 @@ fn the_demo_app_answers_from_the_cluster_and_survives_losing_a_machine() -> Resu
 
     // Kill the machine of one instance: the application answers on, from the survivors only,
     // the instance moves to the free machine, and the items are kept.
-    let instance = (1..=APP_INSTANCES)
-        .find(|i| {
-            demo::machine_of(&cluster, &format!("app@{i}.service"))
-                .ok()
-                .flatten()
-                .is_some_and(|m| m != 0)
-        })
-        .context("no application instance off node1")?;
+    let instance =
+        demo::instance_off_first_machine(&cluster).context("no application instance off node1")?;
     let failover = demo::fail_over(&mut cluster, &base, instance, deadline)?;
     eprintln!(
         "failover: killed {}; answers again after {:.1} s (gap {:.1} s, {} failed requests); {} answered from its new machine after {:.1} s; machines after: {:?}",

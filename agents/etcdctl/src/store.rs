@@ -360,23 +360,40 @@ impl V2Store {
         v2_error(101, &format!("[{}]", causes.join("] [")), current.index)
     }
 
+    /// `mk` (only if absent: v2's `create`, else 105) and `update` (only if present, else
+    /// 100): one put guarded by the key's create revision.
+    async fn put_guarded(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<i64>,
+        must_exist: bool,
+    ) -> Result<Response, StoreError> {
+        let key = clean_key(key);
+        let (op, action, code) = if must_exist {
+            (CompareOp::Greater, "update", 100)
+        } else {
+            (CompareOp::Equal, "create", 105)
+        };
+        let guard = Compare::create_revision(key.as_str(), op, 0);
+        match self.put_if(&key, value, ttl, vec![guard]).await? {
+            Some((node, prev_node, index)) => Ok(Response {
+                action,
+                node,
+                prev_node: prev_node.filter(|_| must_exist),
+                index,
+            }),
+            None => Err(v2_error(code, &key, self.revision().await?)),
+        }
+    }
+
     pub async fn mk(
         &self,
         key: &str,
         value: &str,
         ttl: Option<i64>,
     ) -> Result<Response, StoreError> {
-        let key = clean_key(key);
-        let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
-        match self.put_if(&key, value, ttl, vec![absent]).await? {
-            Some((node, _, index)) => Ok(Response {
-                action: "create",
-                node,
-                prev_node: None,
-                index,
-            }),
-            None => Err(v2_error(105, &key, self.revision().await?)),
-        }
+        self.put_guarded(key, value, ttl, false).await
     }
 
     pub async fn update(
@@ -385,17 +402,7 @@ impl V2Store {
         value: &str,
         ttl: Option<i64>,
     ) -> Result<Response, StoreError> {
-        let key = clean_key(key);
-        let present = Compare::create_revision(key.as_str(), CompareOp::Greater, 0);
-        match self.put_if(&key, value, ttl, vec![present]).await? {
-            Some((node, prev_node, index)) => Ok(Response {
-                action: "update",
-                node,
-                prev_node,
-                index,
-            }),
-            None => Err(v2_error(100, &key, self.revision().await?)),
-        }
+        self.put_guarded(key, value, ttl, true).await
     }
 
     /// v3 has no directories: succeeds without writing, unless a key or (for `mkdir`) a

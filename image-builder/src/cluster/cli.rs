@@ -399,13 +399,7 @@ fn run_demo(cluster: &mut Cluster, args: &UpArgs) -> Result<String> {
     }
     println!("{report}");
     if args.demo_failover {
-        let instance = (1..=demo::APP_INSTANCES)
-            .find(|i| {
-                demo::machine_of(cluster, &format!("app@{i}.service"))
-                    .ok()
-                    .flatten()
-                    .is_some_and(|m| m != 0)
-            })
+        let instance = demo::instance_off_first_machine(cluster)
             .ok_or_else(|| anyhow::anyhow!("no application instance runs off the first machine"))?;
         demo::step(since, &format!("killing the machine of app@{instance}"));
         let f = demo::fail_over(cluster, &base, instance, deadline)?;

@@ -272,6 +272,17 @@ pub fn machine_of(cluster: &Cluster, unit: &str) -> Result<Option<usize>, Cluste
 /// When a request was made and what it got.
 type Probe = (Instant, Option<Answer>);
 
+/// The first application instance that runs off the first machine (whose port the host
+/// reaches, and where the database is): the one the failover kills the machine of.
+pub fn instance_off_first_machine(cluster: &Cluster) -> Option<usize> {
+    (1..=APP_INSTANCES).find(|i| {
+        machine_of(cluster, &format!("app@{i}.service"))
+            .ok()
+            .flatten()
+            .is_some_and(|m| m != 0)
+    })
+}
+
 /// Requests made all along the failover, from another thread.
 struct Prober {
     stop: Arc<AtomicBool>,
