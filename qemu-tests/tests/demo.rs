@@ -58,6 +58,85 @@ fn chromium(url: &str, shot: &Path, profile: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&dom.stdout).into_owned())
 }
 
+/// Cuts app-discovery@`instance` off from every IP address (systemd's cgroup firewall, set on
+/// the running unit) and checks: its announcements fail and are retried, it and app@`instance`
+/// stay active, and once the cut is lifted the instance is announced again in etcd.
+fn sidekick_cut_off_from_etcd_retries(cluster: &Cluster, instance: usize) -> Result<()> {
+    let index = demo::machine_of(cluster, &format!("app@{instance}.service"))?
+        .with_context(|| format!("app@{instance}.service is on no machine"))?;
+    let machine = &cluster.machines()[index];
+    let sidekick = format!("app-discovery@{instance}.service");
+    let journal_since = |since: &str| {
+        machine.ssh_ok(&format!(
+            "journalctl --no-pager -o cat -u {sidekick} --since @{since}"
+        ))
+    };
+    let cut_at = machine.ssh_ok(&format!(
+        "date +%s && systemctl set-property --runtime {sidekick} IPAddressDeny=any"
+    ))?;
+    let cut_at = cut_at.trim().to_string();
+    // The loop announces every 45 s: its next announcement fails, and it retries every 2 s.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let failures = cluster.poll(
+        "the cut-off sidekick's failed announcements",
+        deadline,
+        || {
+            let journal = journal_since(&cut_at)?;
+            let failed: Vec<&str> = journal
+                .lines()
+                .filter(|l| l.starts_with("Error:"))
+                .collect();
+            Ok(if failed.len() >= 2 {
+                Ok(failed
+                    .iter()
+                    .map(|l| format!("  {l}\n"))
+                    .collect::<String>())
+            } else {
+                Err(journal)
+            })
+        },
+    )?;
+    let active = machine.ssh(&format!(
+        "systemctl is-active app@{instance}.service {sidekick}"
+    ))?;
+    ensure!(
+        active.split_whitespace().collect::<Vec<_>>() == ["active", "active"],
+        "with etcd unreachable, app@{instance} and its sidekick: {active}"
+    );
+    eprintln!(
+        "{sidekick} on {} cut off from etcd: it retries, app@{instance} and it stay active:\n{failures}",
+        machine.name
+    );
+    // Lifted by allowing everything (an allow entry wins over a deny entry): emptying the
+    // deny list at run time leaves systemd 252's filter attached to the running unit.
+    let lifted_at = machine.ssh_ok(&format!(
+        "date +%s && systemctl set-property --runtime {sidekick} IPAddressAllow=any"
+    ))?;
+    let lifted_at = lifted_at.trim().to_string();
+    let address = cluster.poll(
+        "the sidekick's announcement after the cut",
+        deadline,
+        || {
+            let journal = journal_since(&lifted_at)?;
+            Ok(
+                match journal.lines().find(|l| l.trim_end().ends_with(":8080")) {
+                    Some(address) => Ok(address.trim().to_string()),
+                    None => Err(journal),
+                },
+            )
+        },
+    )?;
+    let stored = cluster
+        .first_alive()?
+        .ssh_ok(&format!("etcdctl get /services/app/app-{instance}"))?;
+    ensure!(
+        stored.trim() == address,
+        "after the cut, etcd holds {stored:?} for app-{instance}, the sidekick announced {address:?}"
+    );
+    eprintln!("announced again once etcd was reachable: {address}");
+    Ok(())
+}
+
 #[test]
 #[ignore = "boots three VMs under QEMU: run by make test"]
 fn the_demo_app_answers_from_the_cluster_and_survives_losing_a_machine() -> Result<()> {
@@ -163,6 +242,12 @@ fn the_demo_app_answers_from_the_cluster_and_survives_losing_a_machine() -> Resu
         "the page names no instance's machine:\n{dom}"
     );
     eprintln!("screenshot: {}", shot.display());
+
+    // Bad input: a sidekick cut off from etcd keeps retrying and its main unit runs on.
+    let kept =
+        demo::instance_off_first_machine(&cluster).context("no application instance off node1")?;
+    let cut = (1..=APP_INSTANCES).find(|i| *i != kept).unwrap_or(kept);
+    sidekick_cut_off_from_etcd_retries(&cluster, cut)?;
 
     // Kill the machine of one instance: the application answers on, from the survivors only,
     // the instance moves to the free machine, and the items are kept.
